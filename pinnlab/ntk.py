@@ -1,0 +1,165 @@
+"""The neural tangent kernel of a PINN, block by block.
+
+For loss terms i and j with residuals r_i, r_j at points X_i, X_j, the block is
+
+    K_ij = J_i J_j^T,    J_i = d r_i(X_i; theta) / d theta   (n_i x P, all weights and biases).
+
+The full kernel K stacks the blocks in term order. Only the diagonal of a block is needed for the
+weights of Algorithm 1 (Tr K_ii = sum_x ||d r_i(x) / d theta||^2), and it is computed point by point
+without forming J. Blocks are computed in chunks of points so that memory stays O(chunk x P): a left
+panel of J_i is kept while panels of J_j stream past it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pinnlab.nets import Apply, Params
+from pinnlab.problems.base import Term
+
+DEFAULT_MAX_BYTES = 1 << 30  # Jacobian panels in flight for `block`/`kernel`
+DEFAULT_TRACE_BYTES = 1 << 28  # per-point gradients in flight for `diagonal`/`traces`
+
+
+def point_gradient(apply: Apply, term: Term):
+    """``(params, x) -> d r(x) / d theta`` (a params-shaped pytree) for one point ``x``."""
+
+    def r(params, x):
+        return term.residual(lambda y: apply(params, y), x)
+
+    return jax.grad(r)
+
+
+def jacobian(apply: Apply, params: Params, term: Term, points: jax.Array) -> Params:
+    """J of a term at ``points`` as a pytree with a leading axis of length n (not chunked)."""
+    return jax.vmap(point_gradient(apply, term), in_axes=(None, 0))(params, points)
+
+
+def flat_jacobian(apply: Apply, params: Params, term: Term, points: jax.Array) -> jax.Array:
+    """J as an ``(n, P)`` matrix, columns in ``jax.flatten_util.ravel_pytree`` order."""
+    jac = jacobian(apply, params, term, points)
+    return jnp.concatenate([leaf.reshape(points.shape[0], -1) for leaf in jax.tree.leaves(jac)], 1)
+
+
+def num_params(params: Params) -> int:
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_jacobian(apply, term):
+    return jax.jit(lambda params, x: jacobian(apply, params, term, x))
+
+
+@jax.jit
+def _contract(ja: Params, jb: Params) -> jax.Array:
+    pairs = zip(jax.tree.leaves(ja), jax.tree.leaves(jb))
+    return sum(a.reshape(a.shape[0], -1) @ b.reshape(b.shape[0], -1).T for a, b in pairs)
+
+
+def _pad(points: jax.Array, size: int) -> jax.Array:
+    """Repeat the last point so every chunk has the same shape (one compilation)."""
+    extra = size - points.shape[0]
+    return points if extra == 0 else jnp.concatenate([points, jnp.repeat(points[-1:], extra, 0)])
+
+
+def _chunks(points: jax.Array, size: int):
+    for start in range(0, points.shape[0], size):
+        part = points[start : start + size]
+        yield start, part.shape[0], _pad(part, size)
+
+
+def _panel_rows(apply, params, term_i, x_i, rights, max_bytes):
+    """Blocks K_ij for one left term against each ``(term_j, x_j)`` in ``rights``."""
+    leaves = jax.tree.leaves(params)
+    row_bytes = num_params(params) * leaves[0].dtype.itemsize
+    left = max(1, min(x_i.shape[0], int(0.6 * max_bytes) // row_bytes))
+    out = [np.zeros((x_i.shape[0], x_j.shape[0]), leaves[0].dtype) for _, x_j in rights]
+    jac_i = _jitted_jacobian(apply, term_i)
+    for a0, na, xa in _chunks(x_i, left):
+        ja = jac_i(params, xa)
+        for k, (term_j, x_j) in enumerate(rights):
+            if term_j is term_i and x_j is x_i and left >= x_i.shape[0]:
+                out[k][:] = np.asarray(_contract(ja, ja))[:na, :na]  # one panel: reuse J_i
+                continue
+            right = max(1, min(x_j.shape[0], int(0.3 * max_bytes) // row_bytes))
+            jac_j = _jitted_jacobian(apply, term_j)
+            for b0, nb, xb in _chunks(x_j, right):
+                out[k][a0 : a0 + na, b0 : b0 + nb] = np.asarray(_contract(ja, jac_j(params, xb)))[:na, :nb]
+    return out
+
+
+def block(
+    apply: Apply, params: Params, term_i: Term, x_i, term_j: Term | None = None, x_j=None,
+    *, max_bytes: int = DEFAULT_MAX_BYTES,
+) -> np.ndarray:
+    """K_ij = J_i J_j^T (``K_ii`` when the second term is omitted), as a host array.
+
+    ``max_bytes`` bounds the Jacobian panels held at once; lower it on small machines.
+    """
+    x_i = jnp.asarray(x_i)
+    if term_j is None:
+        term_j, x_j = term_i, x_i
+    x_j = jnp.asarray(x_j)
+    return _panel_rows(apply, params, term_i, x_i, [(term_j, x_j)], max_bytes)[0]
+
+
+def kernel(
+    apply: Apply, params: Params, terms: Sequence[Term], points: Sequence,
+    *, max_bytes: int = DEFAULT_MAX_BYTES,
+) -> np.ndarray:
+    """The full K = J J^T with J = [J_1; ...; J_m], blocks in term order."""
+    points = [jnp.asarray(x) for x in points]
+    sizes = [x.shape[0] for x in points]
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    dtype = jax.tree.leaves(params)[0].dtype
+    full = np.zeros((offsets[-1], offsets[-1]), dtype)
+    for i, (term_i, x_i) in enumerate(zip(terms, points)):
+        rights = [(terms[j], points[j]) for j in range(i, len(terms))]
+        rows = _panel_rows(apply, params, term_i, x_i, rights, max_bytes)
+        for j, kij in zip(range(i, len(terms)), rows):
+            full[offsets[i] : offsets[i + 1], offsets[j] : offsets[j + 1]] = kij
+            full[offsets[j] : offsets[j + 1], offsets[i] : offsets[i + 1]] = kij.T
+    return full
+
+
+def diagonal(
+    apply: Apply, params: Params, term: Term, points: jax.Array, *, batch_size: int | None = None
+) -> jax.Array:
+    """diag(K_ii) = ||d r(x) / d theta||^2 per point, never holding more than ``batch_size`` gradients.
+
+    Pure and traceable: usable inside ``jit`` and inside the training step.
+    """
+    grad = point_gradient(apply, term)
+    if batch_size is None:
+        row_bytes = num_params(params) * jax.tree.leaves(params)[0].dtype.itemsize
+        batch_size = max(1, min(points.shape[0], DEFAULT_TRACE_BYTES // row_bytes))
+
+    def sq_norm(x):
+        return sum(jnp.sum(g**2) for g in jax.tree.leaves(grad(params, x)))
+
+    return jax.lax.map(sq_norm, points, batch_size=batch_size)
+
+
+def traces(apply: Apply, params: Params, terms: Sequence[Term], points: Sequence) -> jax.Array:
+    """``[Tr K_11, ..., Tr K_mm]``: the numbers Algorithm 1 needs. Pure and traceable."""
+    return jnp.stack([jnp.sum(diagonal(apply, params, t, x)) for t, x in zip(terms, points)])
+
+
+def eigenvalues(k) -> np.ndarray:
+    """Eigenvalues of a symmetric kernel in descending order (float64 ``eigvalsh`` on the host).
+
+    In float32 kernels, eigenvalues below ~1e-7 of the largest are rounding noise (and may be < 0).
+    """
+    k = np.asarray(k, np.float64)
+    return np.linalg.eigvalsh(0.5 * (k + k.T))[::-1]
+
+
+def relative_change(k_t, k_0) -> float:
+    """||K_t - K_0||_F / ||K_0||_F."""
+    k_t, k_0 = np.asarray(k_t, np.float64), np.asarray(k_0, np.float64)
+    return float(np.linalg.norm(k_t - k_0) / np.linalg.norm(k_0))

@@ -1,0 +1,144 @@
+"""A PDE problem is a domain, an exact solution and a tuple of named loss terms.
+
+A :class:`Term` is one residual ``r(u, x)`` of the network's point function ``u`` at one point ``x``
+plus a sampler for its points. That single definition drives the term's loss, its NTK block
+``K_ij = J_i J_j^T`` (``J_i = d r_i / d theta``) and its weight: nothing else restates the PDE.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PointFn = Callable[[jax.Array], jax.Array]
+Residual = Callable[[PointFn, jax.Array], jax.Array]
+Sampler = Callable[[jax.Array, int], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Term:
+    """One loss term.
+
+    Attributes:
+      name: short label (``"u"``, ``"ut"``, ``"r"``) used in weights, logs and plots.
+      residual: ``residual(u, x) -> scalar`` for one point ``x`` of shape ``(d,)``; ``u`` is the
+        network as a point function. The loss of the term is ``scale * mean(residual**2)``.
+      sampler: ``sampler(key, n) -> (n, d)`` points for the term.
+      n: points per training batch.
+      n_ntk: points on which the term's NTK block is computed (for weights and spectra).
+      scale: loss multiplier (the released wave code sums three means of 100 points for ``u``,
+        which is 3 x the mean over 300 points).
+    """
+
+    name: str
+    residual: Residual
+    sampler: Sampler
+    n: int
+    n_ntk: int
+    scale: float = 1.0
+
+    def residuals(self, apply, params, points: jax.Array) -> jax.Array:
+        """Residuals at a batch of points, shape ``(n,)``."""
+        return jax.vmap(lambda x: self.residual(lambda y: apply(params, y), x))(points)
+
+    def loss(self, apply, params, points: jax.Array) -> jax.Array:
+        return self.scale * jnp.mean(self.residuals(apply, params, points) ** 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """A PDE with named loss terms, an exact solution and an evaluation grid.
+
+    Attributes:
+      name: registry name (``"poisson"``, ``"wave"``, ``"heat"``).
+      coords: coordinate names in input order, e.g. ``("x",)`` or ``("t", "x")``.
+      terms: the loss terms.
+      exact: ``exact(points (n, d)) -> (n,)``.
+      grid: evaluation points ``(n, d)``; ``grid_shape`` reshapes values for 2D plots.
+      mean, std: input statistics for standardisation (per coordinate).
+      resample: draw fresh training points every step (wave code) or keep one fixed set (Poisson).
+      default_init: the initialiser of the released code for this problem (``paper_code``).
+      params: the problem's parameters, for configs and reports.
+    """
+
+    name: str
+    coords: tuple[str, ...]
+    terms: tuple[Term, ...]
+    exact: Callable[[jax.Array], jax.Array]
+    grid: np.ndarray
+    grid_shape: tuple[int, ...]
+    mean: np.ndarray
+    std: np.ndarray
+    resample: bool
+    default_init: str
+    params: dict
+
+    @property
+    def dim(self) -> int:
+        return len(self.coords)
+
+    @property
+    def term_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.terms)
+
+    def term(self, name: str) -> Term:
+        for t in self.terms:
+            if t.name == name:
+                return t
+        raise KeyError(f"problem {self.name!r} has no term {name!r}; terms: {self.term_names}")
+
+    def sample(self, key: jax.Array, ntk: bool = False) -> tuple[jax.Array, ...]:
+        """One batch of points per term (``n_ntk`` points each when ``ntk``)."""
+        keys = jax.random.split(key, len(self.terms))
+        return tuple(t.sampler(k, t.n_ntk if ntk else t.n) for t, k in zip(self.terms, keys))
+
+    def rel_l2(self, apply, params) -> jax.Array:
+        """Relative L2 error ``||u - u_hat|| / ||u||`` on the evaluation grid."""
+        grid = jnp.asarray(self.grid)
+        u = self.exact(grid)
+        return jnp.linalg.norm(apply(params, grid) - u) / jnp.linalg.norm(u)
+
+
+def fixed(points) -> Sampler:
+    """A sampler that always returns the same points, tiled or cut to ``n``."""
+    pts = np.asarray(points, np.float32)
+
+    def sample(key, n):
+        del key
+        idx = np.arange(n) % len(pts)
+        return jnp.asarray(pts[idx])
+
+    return sample
+
+
+def uniform(low, high) -> Sampler:
+    """Uniform points in the box ``[low, high]`` (one entry per coordinate)."""
+    low = jnp.asarray(low, jnp.float32)
+    high = jnp.asarray(high, jnp.float32)
+
+    def sample(key, n):
+        return low + (high - low) * jax.random.uniform(key, (n, low.shape[0]))
+
+    return sample
+
+
+def stacked(*parts: tuple[Sampler, float]) -> Sampler:
+    """Concatenate samplers, each giving the given fraction of the points (remainder to the last)."""
+
+    def sample(key, n):
+        keys = jax.random.split(key, len(parts))
+        counts = [int(round(f * n)) for _, f in parts[:-1]]
+        counts.append(n - sum(counts))
+        return jnp.concatenate([s(k, c) for (s, _), k, c in zip(parts, keys, counts)])
+
+    return sample
+
+
+def mesh(*axes: np.ndarray) -> np.ndarray:
+    """All combinations of the axes as ``(prod(len), d)`` points, first axis slowest."""
+    grids = np.meshgrid(*axes, indexing="ij")
+    return np.stack([g.ravel() for g in grids], axis=-1).astype(np.float32)

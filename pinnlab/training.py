@@ -1,0 +1,314 @@
+"""Training: a jitted chunk of k optimiser steps (``lax.scan``) driven by a snapshot generator.
+
+Everything the live controls touch (weighting rule, refresh periods, learning-rate scale) enters the
+jitted chunk as traced values, so changing them between chunks never recompiles. Weights are
+refreshed inside the scan, at the exact steps where ``step % update_every == 0``, from the block
+traces of the current parameters: Algorithm 1 as written, whatever the chunk length.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from pinnlab import ntk, weighting
+from pinnlab.history import History, Snapshot
+from pinnlab.nets import NetConfig, make_net
+from pinnlab.problems.base import Problem
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How to train.
+
+    Attributes:
+      optimizer: ``"sgd"`` (plain gradient descent, the Poisson code) or ``"adam"`` (the wave code).
+      lr: learning rate; with ``decay_steps`` it decays as ``lr * decay_rate ** (step / decay_steps)``
+        (continuous, as ``tf.train.exponential_decay`` in the wave code: 1e-3, 1000, 0.9).
+      steps: optimiser steps of a full run.
+      weighting: ``"none"``, ``"ntk"`` (Algorithm 1) or ``"ntk_mean"`` (see :mod:`pinnlab.weighting`).
+      update_every: refresh the weights at every step where ``step % update_every == 0`` (M in
+        Algorithm 1). A period longer than ``steps`` computes them once, at step 0.
+      ntk_every: also refresh the logged traces this often (0: only when the weights refresh).
+        Costs one per-point gradient per NTK point; set 0 for pure-speed runs without weighting.
+      momentum: EMA factor of ``ntk_mean``.
+      initial_weights: starting weights per term (default all 1).
+      chunk: optimiser steps per jitted call (one host transfer per chunk).
+      eval_every: steps between evaluations of the relative L2 error and the parameter drift
+        (0: about 50 per run, on chunk boundaries).
+      spectra_at: steps at which the full NTK and its block spectra are recorded.
+      seed: seeds the initialisation, the point samples and the NTK probe points.
+    """
+
+    optimizer: str = "sgd"
+    lr: float = 1e-5
+    decay_steps: int | None = None
+    decay_rate: float = 1.0
+    steps: int = 1000
+    weighting: str = "none"
+    update_every: int = 100
+    ntk_every: int = 100
+    momentum: float = 0.9
+    initial_weights: tuple[float, ...] | None = None
+    chunk: int = 100
+    eval_every: int = 0
+    spectra_at: tuple[int, ...] = ()
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
+        for name in ("steps", "update_every", "chunk"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("ntk_every", "eval_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.decay_steps is not None and self.decay_steps <= 0:
+            raise ValueError(f"decay_steps must be positive, got {self.decay_steps!r}")
+        weighting.rule_index(self.weighting)
+        if self.initial_weights is not None:
+            object.__setattr__(self, "initial_weights", tuple(float(w) for w in self.initial_weights))
+        object.__setattr__(self, "spectra_at", tuple(int(s) for s in self.spectra_at))
+        if any(s < 0 for s in self.spectra_at):
+            raise ValueError(f"spectra_at steps must be >= 0, got {self.spectra_at!r}")
+
+
+class TrainState(NamedTuple):
+    params: Any
+    opt_state: Any
+    weights: jax.Array
+    traces: jax.Array
+    key: jax.Array
+    step: jax.Array
+
+
+class Controls(NamedTuple):
+    """Live controls, traced into the chunk (changing them never recompiles)."""
+
+    rule: jax.Array
+    update_every: jax.Array
+    ntk_every: jax.Array
+    lr_scale: jax.Array
+    momentum: jax.Array
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    lr = config.lr
+    if config.decay_steps is not None:
+        lr = optax.exponential_decay(config.lr, config.decay_steps, config.decay_rate)
+    return optax.sgd(lr) if config.optimizer == "sgd" else optax.adam(lr)
+
+
+def total_loss(apply, problem: Problem, params, batches, weights):
+    """``sum_i lambda_i L_i`` and the unweighted per-term losses ``L_i``."""
+    losses = jnp.stack([t.loss(apply, params, x) for t, x in zip(problem.terms, batches)])
+    return jnp.sum(weights * losses), losses
+
+
+def make_step(apply, problem: Problem, optimizer, data, ntk_data):
+    """One optimiser step (with the weight refresh of Algorithm 1 before it) as a scan body."""
+    counts = jnp.asarray([t.n_ntk for t in problem.terms], jnp.float32)
+
+    def step(carry: TrainState, controls: Controls):
+        key, k_batch, k_ntk = jax.random.split(carry.key, 3)
+        batches = problem.sample(k_batch) if problem.resample else data
+        ntk_batches = problem.sample(k_ntk, ntk=True) if problem.resample else ntk_data
+        due_weights = (controls.rule > 0) & (carry.step % controls.update_every == 0)
+        due_log = (controls.ntk_every > 0) & (carry.step % jnp.maximum(controls.ntk_every, 1) == 0)
+
+        def refresh(_):
+            traces = ntk.traces(apply, carry.params, problem.terms, ntk_batches)
+            new = weighting.update(controls.rule, traces, counts, carry.weights, controls.momentum)
+            return traces, jnp.where(due_weights, new, carry.weights)
+
+        traces, weights = jax.lax.cond(
+            due_weights | due_log, refresh, lambda _: (carry.traces, carry.weights), None
+        )
+        grads, losses = jax.grad(
+            lambda p: total_loss(apply, problem, p, batches, weights), has_aux=True
+        )(carry.params)
+        updates, opt_state = optimizer.update(grads, carry.opt_state, carry.params)
+        updates = jax.tree.map(lambda u: controls.lr_scale * u, updates)
+        params = optax.apply_updates(carry.params, updates)
+        new = TrainState(params, opt_state, weights, traces, key, carry.step + 1)
+        return new, (losses, weights, traces)
+
+    return step
+
+
+class Trainer:
+    """Trains one PINN and yields :class:`Snapshot` records; the CLI, tests and widgets share it.
+
+    Live controls (plain attributes, read at the next chunk, never recompile): ``rule``,
+    ``update_every``, ``ntk_every``, ``lr_scale``, ``momentum``.
+    """
+
+    def __init__(self, problem: Problem, net_config: NetConfig, config: TrainConfig, params=None):
+        self.problem, self.net_config, self.config = problem, net_config, config
+        key_init, key_data, key_probe, key_run = jax.random.split(jax.random.key(config.seed), 4)
+        self.net = make_net(net_config, problem.dim, problem.mean, problem.std, key_init)
+        self.apply = self.net.apply
+        self.optimizer = make_optimizer(config)
+        self.data = problem.sample(key_data)
+        self.probe = problem.sample(key_probe, ntk=True)  # fixed points for spectra and NTK drift
+        params = self.net.params if params is None else params
+        m = len(problem.terms)
+        weights = jnp.ones(m) if config.initial_weights is None else jnp.asarray(config.initial_weights)
+        if weights.shape != (m,):
+            raise ValueError(f"initial_weights needs {m} values {problem.term_names}, got {config.initial_weights!r}")
+        self.state = TrainState(params, self.optimizer.init(params), weights.astype(jnp.float32),
+                                jnp.zeros(m), key_run, jnp.asarray(0, jnp.int32))
+        self.params0 = params
+        self.rule, self.update_every = config.weighting, config.update_every
+        self.ntk_every, self.lr_scale, self.momentum = config.ntk_every, 1.0, config.momentum
+        self.compilations = 0  # traces of the chunk function; tests use it to prove no recompiles
+        self._chunks: dict[int, Any] = {}
+        self._step_fn = make_step(self.apply, problem, self.optimizer, self.data, self.probe)
+        self._eval = jax.jit(lambda p: problem.rel_l2(self.apply, p))
+        self.history = History.empty(problem, net_config, config, self.net.num_params)
+        self.k0: np.ndarray | None = None
+        self.seconds = 0.0
+
+    # -- the jitted chunk ---------------------------------------------------------------------
+    def _chunk_fn(self, length: int):
+        if length not in self._chunks:
+            def run(state, controls):
+                self.compilations += 1
+                return jax.lax.scan(lambda c, _: self._step_fn(c, controls), state, None, length=length)
+            self._chunks[length] = jax.jit(run)
+        return self._chunks[length]
+
+    def controls(self) -> Controls:
+        for name in ("update_every", "ntk_every"):
+            value = getattr(self, name)
+            if int(value) < (1 if name == "update_every" else 0):
+                raise ValueError(f"{name} must be {'>= 1' if name == 'update_every' else '>= 0'}, got {value!r}")
+        return Controls(jnp.asarray(weighting.rule_index(self.rule), jnp.int32),
+                        jnp.asarray(int(self.update_every), jnp.int32),
+                        jnp.asarray(int(self.ntk_every), jnp.int32),
+                        jnp.asarray(float(self.lr_scale), jnp.float32),
+                        jnp.asarray(float(self.momentum), jnp.float32))
+
+    @property
+    def step(self) -> int:
+        return int(self.state.step)
+
+    def advance(self, n: int) -> Snapshot:
+        """Run ``n`` steps (whole chunks, then single steps) and return the per-step record.
+
+        If a loss turns non-finite, the state rolls back to the start of the failing chunk, the
+        record keeps the finite steps, and ``snapshot.diverged`` names the step.
+        """
+        t0, start, controls = time.perf_counter(), self.step, self.controls()
+        parts, remaining, state = [], n, self.state
+        while remaining > 0:
+            length = self.config.chunk if remaining >= self.config.chunk else 1
+            new_state, metrics = self._chunk_fn(length)(state, controls)
+            metrics = jax.device_get(metrics)
+            bad = ~np.all(np.isfinite(metrics[0]), axis=1)
+            if bad.any():
+                first = int(np.argmax(bad))
+                parts.append(tuple(m[:first] for m in metrics))
+                self.state = state
+                snap = self._record(start, parts, t0, diverged=int(state.step) + first)
+                return snap
+            parts.append(metrics)
+            state, remaining = new_state, remaining - length
+        self.state = state
+        return self._record(start, parts, t0)
+
+    def _record(self, start, parts, t0, diverged=None) -> Snapshot:
+        losses, weights, traces = (np.concatenate([p[i] for p in parts]) if parts else None for i in range(3))
+        self.seconds += time.perf_counter() - t0
+        snap = Snapshot(steps=np.arange(start + 1, start + 1 + len(losses)), losses=losses,
+                        weights=weights, traces=traces, diverged=diverged)
+        self.history.append(snap)
+        return snap
+
+    # -- measurements at chosen steps -----------------------------------------------------------
+    def evaluate(self, snap: Snapshot | None = None) -> Snapshot | None:
+        """Relative L2 error and parameter drift at the current step (added to ``snap``)."""
+        params = self.state.params
+        err = float(self._eval(params))
+        flat, flat0 = (jax.flatten_util.ravel_pytree(p)[0] for p in (params, self.params0))
+        drift = float(jnp.linalg.norm(flat - flat0) / jnp.linalg.norm(flat0))
+        self.history.add_eval(self.step, err, drift)
+        if snap is not None:
+            snap.rel_l2, snap.param_drift = err, drift
+        return snap
+
+    def spectra(self, snap: Snapshot | None = None) -> dict[str, np.ndarray]:
+        """Full K on the fixed probe points, eigenvalues of K and its diagonal blocks, NTK drift."""
+        k = ntk.kernel(self.apply, self.state.params, self.problem.terms, self.probe)
+        if self.k0 is None:
+            self.k0 = k if self.step == 0 else ntk.kernel(self.apply, self.params0, self.problem.terms, self.probe)
+        offsets = np.concatenate([[0], np.cumsum([x.shape[0] for x in self.probe])])
+        eig = {"K": ntk.eigenvalues(k)}
+        for name, a, b in zip(self.problem.term_names, offsets[:-1], offsets[1:]):
+            eig[f"K_{name}"] = ntk.eigenvalues(k[a:b, a:b])
+        drift = ntk.relative_change(k, self.k0)
+        self.history.add_spectra(self.step, eig, drift)
+        if snap is not None:
+            snap.spectra, snap.ntk_drift = eig, drift
+        return eig
+
+    def prediction(self) -> np.ndarray:
+        return np.asarray(self.apply(self.state.params, jnp.asarray(self.problem.grid)))
+
+    # -- the run ------------------------------------------------------------------------------
+    def snapshots(self, steps: int | None = None) -> Iterator[Snapshot]:
+        """Train for ``steps`` (default: the config's) and yield a snapshot after every chunk.
+
+        Evaluations and spectra fall exactly on their requested steps. Stops early on divergence.
+        """
+        end = self.step + (self.config.steps if steps is None else steps)
+        every = self.config.eval_every or max(self.config.chunk, self.config.chunk * round(
+            (end - self.step) / 50 / self.config.chunk))
+        spectra_at = sorted(s for s in set(self.config.spectra_at) if self.step <= s <= end)
+        if self.step == 0 and not self.history.eval_step:
+            self.evaluate()
+            if spectra_at and spectra_at[0] == 0:
+                self.spectra()
+        while self.step < end:
+            stops = [end, self.step + self.config.chunk, (self.step // every + 1) * every]
+            stops += [s for s in spectra_at if s > self.step]
+            snap = self.advance(min(stops) - self.step)
+            if snap.diverged is not None:
+                self.history.finish(self.prediction(), self.seconds, "diverged",
+                                    f"loss became non-finite at step {snap.diverged}; history kept up to step {self.step}")
+                yield snap
+                return
+            if self.step % every == 0 or self.step == end:
+                self.evaluate(snap)
+            if self.step in spectra_at:
+                self.spectra(snap)
+            yield snap
+        self.history.finish(self.prediction(), self.seconds, "completed", "")
+
+    def run(self, steps: int | None = None) -> History:
+        """Train to the end and return the :class:`History`."""
+        for _ in self.snapshots(steps):
+            pass
+        return self.history
+
+
+def ntk_weights_at_init(problem: Problem, net_config: NetConfig, seed: int = 0) -> np.ndarray:
+    """Algorithm 1's weights from the NTK traces of the initial network (paper Sec. 7.2)."""
+    trainer = Trainer(problem, net_config, TrainConfig(seed=seed))
+    tr = ntk.traces(trainer.apply, trainer.state.params, problem.terms, trainer.probe)
+    return np.asarray(weighting.ntk(tr, None, None))
