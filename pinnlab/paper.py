@@ -1,0 +1,216 @@
+"""One preset per experiment of the paper (paper.md E1-E4), at three scales.
+
+``smoke`` finishes in seconds (tests, notebooks under CI), ``cpu`` is the largest setting that
+finishes in about ten minutes per figure on a 2-core laptop, ``full`` is the paper's exact setup.
+Defaults follow the released code's conventions (``paper_code``); ``convention="paper_text"``
+switches to the paper's text. Each preset returns an :class:`Experiment`: the run histories and the
+numbers behind its figures; ``experiment.figures()`` builds the plotly figures (plotly is imported
+only then, so presets run on machines without the Jupyter stack).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+
+import numpy as np
+
+from pinnlab.history import History, Snapshot
+from pinnlab.nets import convention as make_convention
+from pinnlab.problems import Poisson1D, Wave1D
+from pinnlab.training import TrainConfig, Trainer, ntk_weights_at_init
+
+SCALES = ("smoke", "cpu", "full")
+Progress = Callable[[str, Trainer, Snapshot], None]
+
+
+@dataclasses.dataclass
+class Experiment:
+    """The outcome of a preset: histories by run label, the reported numbers, and its figures."""
+
+    name: str
+    scale: str
+    histories: dict[str, History]
+    numbers: dict
+
+    def figures(self) -> dict:
+        """``{"figN": plotly Figure}`` for the paper figures this experiment reproduces."""
+        from pinnlab import paper_figures
+
+        return paper_figures.build(self)
+
+
+def default_scale() -> str:
+    """``smoke`` when ``PINNLAB_SMOKE=1`` (notebooks under test), else ``cpu``."""
+    return "smoke" if os.environ.get("PINNLAB_SMOKE") == "1" else "cpu"
+
+
+def _check_scale(scale: str | None) -> str:
+    scale = default_scale() if scale is None else scale
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
+    return scale
+
+
+def _train(label, problem, net_config, train_config, progress) -> tuple[Trainer, History]:
+    trainer = Trainer(problem, net_config, train_config)
+    for snap in trainer.snapshots():
+        if progress is not None:
+            progress(label, trainer, snap)
+    return trainer, trainer.history
+
+
+def _poisson_net(problem, width, depth, convention):
+    return make_convention(convention, problem.default_init, width=width, depth=depth)
+
+
+# -- E1: the NTK barely moves for wide nets (Figs. 2 and 3) ---------------------------------------
+E1_SCALES = {
+    "smoke": dict(widths=(10, 50), steps=200, every=50),
+    "cpu": dict(widths=(10, 100, 500), steps=10_000, every=500),
+    "full": dict(widths=(10, 100, 500), steps=10_000, every=100),
+}
+
+
+def e1(depth: int = 1, scale: str | None = None, convention: str = "paper_code", seed: int = 0,
+       progress: Progress | None = None) -> Experiment:
+    """Fig. 2 (``depth=1``) or Fig. 3 (``depth=3``): relative change of the parameters and of the
+    full 200 x 200 NTK over 10,000 GD steps for widths 10/100/500 on u = sin(pi x), and the spectrum
+    of K at the first and last step for the widest net."""
+    scale = _check_scale(scale)
+    s = E1_SCALES[scale]
+    problem = Poisson1D(a=1.0)
+    histories, numbers = {}, {"widths": list(s["widths"]), "steps": s["steps"], "depth": depth}
+    for width in s["widths"]:
+        config = TrainConfig(optimizer="sgd", lr=1e-5, steps=s["steps"], chunk=s["every"], eval_every=s["every"],
+                             spectra_at=tuple(range(0, s["steps"] + 1, s["every"])), seed=seed)
+        _, h = _train(f"width {width}", problem, _poisson_net(problem, width, depth, convention), config, progress)
+        histories[f"width {width}"] = h
+        numbers[f"width {width}"] = {
+            "param_change": h.param_drift[-1], "ntk_change": h.ntk_drift[-1],
+            "lambda_max_start": float(h.spectra[0]["K"][0]), "lambda_max_end": float(h.spectra[-1]["K"][0]),
+        }
+    return Experiment(f"e1_depth{depth}", scale, histories, numbers)
+
+
+# -- E2: spectra of K, K_uu, K_rr for sin(a pi x) (Fig. 1) ------------------------------------------
+E2_SCALES = {"smoke": 200, "cpu": 40_000, "full": 40_000}
+
+
+def e2(scale: str | None = None, a_values=(1.0, 2.0, 4.0), width: int = 100, convention: str = "paper_code",
+       seed: int = 0, progress: Progress | None = None) -> Experiment:
+    """Fig. 1: eigenvalues of K, K_uu, K_rr at initialisation and after GD training, for a = 1, 2, 4.
+
+    At initialisation the NTK does not depend on the target, so with one seed the three initial
+    spectra coincide; the a-dependence the paper describes appears after training.
+    """
+    scale = _check_scale(scale)
+    steps = E2_SCALES[scale]
+    histories, numbers = {}, {"steps": steps, "width": width}
+    for a in a_values:
+        problem = Poisson1D(a=a)
+        config = TrainConfig(optimizer="sgd", lr=1e-5, steps=steps, chunk=min(1000, steps), spectra_at=(0, steps),
+                             seed=seed)
+        _, h = _train(f"a={a:g}", problem, _poisson_net(problem, width, 1, convention), config, progress)
+        histories[f"a={a:g}"] = h
+        first, last = h.spectra[0], h.spectra[-1]
+        numbers[f"a={a:g}"] = {
+            "trace_ratio_rr_uu_init": float(np.sum(first["K_r"]) / np.sum(first["K_u"])),
+            "lambda_max_init": {k: float(v[0]) for k, v in first.items()},
+            "lambda_max_trained": {k: float(v[0]) for k, v in last.items()},
+            "rel_l2": h.rel_l2[-1],
+        }
+    return Experiment("e2", scale, histories, numbers)
+
+
+# -- E3: Poisson sin(4 pi x) with NTK weights (Fig. 4) and the lambda_b sweep (Fig. 5) -------------
+E3_STEPS = {"smoke": 300, "cpu": 40_000, "full": 40_000}
+
+
+def e3(scale: str | None = None, width: int = 100, convention: str = "paper_code", seed: int = 0,
+       progress: Progress | None = None) -> Experiment:
+    """Fig. 4: the PINN without weights, with Algorithm 1's weights fixed from the NTK at
+    initialisation (as the paper computes them), and with the paper's rounded lambda_b = 100."""
+    scale = _check_scale(scale)
+    steps = E3_STEPS[scale]
+    problem = Poisson1D(a=4.0)
+    net = _poisson_net(problem, width, 1, convention)
+    ntk_w = ntk_weights_at_init(problem, net, seed=seed)
+    runs = {"no weights": (1.0, 1.0), "NTK weights": tuple(ntk_w), "lambda_b=100": (100.0, 1.0)}
+    histories, numbers = {}, {"steps": steps, "width": width, "ntk_weights": ntk_w.tolist(),
+                              "lambda_b_over_lambda_r": float(ntk_w[0] / ntk_w[1])}
+    for label, weights in runs.items():
+        config = TrainConfig(optimizer="sgd", lr=1e-5, steps=steps, chunk=min(1000, steps), initial_weights=weights,
+                             spectra_at=(0, steps), seed=seed)
+        _, h = _train(label, problem, net, config, progress)
+        histories[label] = h
+        numbers[label] = {"rel_l2": h.rel_l2[-1], "weights": [float(w) for w in weights]}
+    return Experiment("e3", scale, histories, numbers)
+
+
+E3_SWEEP_SCALES = {
+    "smoke": dict(lambdas=(1.0, 100.0), trials=2, steps=200),
+    "cpu": dict(lambdas=(1.0, 10.0, 50.0, 100.0, 200.0, 350.0, 500.0), trials=3, steps=40_000),
+    "full": dict(lambdas=tuple(float(v) for v in np.linspace(0.0, 500.0, 11).clip(1.0)), trials=10, steps=40_000),
+}
+
+
+def e3_sweep(scale: str | None = None, width: int = 100, convention: str = "paper_code", seed: int = 0,
+             progress: Progress | None = None) -> Experiment:
+    """Fig. 5: relative L2 error against a fixed lambda_b (lambda_r = 1), several seeds per value."""
+    scale = _check_scale(scale)
+    s = E3_SWEEP_SCALES[scale]
+    problem = Poisson1D(a=4.0)
+    net = _poisson_net(problem, width, 1, convention)
+    errors = np.zeros((len(s["lambdas"]), s["trials"]))
+    for i, lam in enumerate(s["lambdas"]):
+        for trial in range(s["trials"]):
+            config = TrainConfig(optimizer="sgd", lr=1e-5, steps=s["steps"], chunk=min(1000, s["steps"]),
+                                 initial_weights=(lam, 1.0), ntk_every=0, eval_every=s["steps"], seed=seed + trial)
+            _, h = _train(f"lambda_b={lam:g} trial {trial}", problem, net, config, progress)
+            errors[i, trial] = h.rel_l2[-1] if np.isfinite(h.rel_l2[-1]) else np.nan
+    numbers = {"lambda_b": list(s["lambdas"]), "trials": s["trials"], "steps": s["steps"],
+               "rel_l2": errors.tolist(), "mean": np.nanmean(errors, 1).tolist(), "std": np.nanstd(errors, 1).tolist()}
+    return Experiment("e3_sweep", scale, {}, numbers)
+
+
+# -- E4: the wave equation with and without Algorithm 1 (Figs. 6-8) -------------------------------
+E4_SCALES = {
+    "smoke": dict(width=20, depth=3, steps=300, spectra_at=(0, 100, 200, 300)),
+    "cpu": dict(width=200, depth=3, steps=20_000, spectra_at=(0, 2_500, 10_000, 20_000)),
+    "full": dict(width=500, depth=3, steps=80_000, spectra_at=(0, 10_000, 40_000, 80_000)),
+}
+
+
+def e4(scale: str | None = None, convention: str = "paper_code", seed: int = 0, update_every: int = 100,
+       progress: Progress | None = None, **overrides) -> Experiment:
+    """Figs. 6-8: the wave equation u_tt = 4 u_xx trained with Adam (1e-3, x0.9 per 1000 steps),
+    without weights and with Algorithm 1 refreshed every ``update_every`` steps (code: 100)."""
+    scale = _check_scale(scale)
+    s = {**E4_SCALES[scale], **overrides}
+    problem = Wave1D()
+    net = make_convention(convention, problem.default_init, width=s["width"], depth=s["depth"])
+    histories, numbers = {}, {k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items()}
+    for label, rule in (("no weights", "none"), ("Algorithm 1", "ntk")):
+        config = TrainConfig(optimizer="adam", lr=1e-3, decay_steps=1000, decay_rate=0.9, steps=s["steps"],
+                             weighting=rule, update_every=update_every, ntk_every=update_every,
+                             spectra_at=tuple(s["spectra_at"]), seed=seed)
+        _, h = _train(label, problem, net, config, progress)
+        histories[label] = h
+        numbers[label] = {"rel_l2": h.rel_l2[-1], "final_weights": h.final["weights"],
+                          "seconds": h.seconds, "status": h.status}
+    return Experiment("e4", scale, histories, numbers)
+
+
+# -- figure registry for `pinnlab reproduce` --------------------------------------------------------
+FIGURES = {
+    "fig1": ("e2", lambda scale, progress: e2(scale, progress=progress)),
+    "fig2": ("e1_depth1", lambda scale, progress: e1(1, scale, progress=progress)),
+    "fig3": ("e1_depth3", lambda scale, progress: e1(3, scale, progress=progress)),
+    "fig4": ("e3", lambda scale, progress: e3(scale, progress=progress)),
+    "fig5": ("e3_sweep", lambda scale, progress: e3_sweep(scale, progress=progress)),
+    "fig6": ("e4", lambda scale, progress: e4(scale, progress=progress)),
+    "fig7": ("e4", lambda scale, progress: e4(scale, progress=progress)),
+    "fig8": ("e4", lambda scale, progress: e4(scale, progress=progress)),
+}
