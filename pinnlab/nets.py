@@ -147,12 +147,23 @@ def make_net(config: NetConfig, in_dim: int, mean, std, key: jax.Array) -> Net:
     module = MLP(in_dim, config, mean, std, key=key)
     graphdef, params, rest = nnx.split(module, nnx.Param, ...)
     params = jax.tree.map(jnp.asarray, nnx.to_pure_dict(params))
+    stats = (tuple(np.ravel(mean).tolist()), tuple(np.ravel(std).tolist()))
+    return Net(apply=_apply_for(config, in_dim, stats, graphdef, rest), params=params, module=module, config=config)
 
-    def apply(params: Params, x: jax.Array) -> jax.Array:
-        state = nnx.State(params)
-        return nnx.merge(graphdef, state, rest)(x)
 
-    return Net(apply=apply, params=params, module=module, config=config)
+_APPLY: dict[tuple, Apply] = {}
+
+
+def _apply_for(config, in_dim, stats, graphdef, rest) -> Apply:
+    """One ``apply`` per architecture and input statistics, so nets that differ only in their
+    random parameters share every jitted function (and its compilation) downstream."""
+    key = (config, in_dim, stats)
+    if key not in _APPLY:
+        def apply(params: Params, x: jax.Array) -> jax.Array:
+            return nnx.merge(graphdef, nnx.State(params), rest)(x)
+
+        _APPLY[key] = apply
+    return _APPLY[key]
 
 
 def _check_positive_int(name: str, value) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from pinnlab.history import History, Snapshot
 from pinnlab.nets import convention as make_convention
-from pinnlab.problems import Poisson1D, Wave1D
+from pinnlab.problems import make_problem
 from pinnlab.training import TrainConfig, Trainer, ntk_weights_at_init
 
 SCALES = ("smoke", "cpu", "full")
@@ -80,7 +80,7 @@ def e1(depth: int = 1, scale: str | None = None, convention: str = "paper_code",
     of K at the first and last step for the widest net."""
     scale = _check_scale(scale)
     s = E1_SCALES[scale]
-    problem = Poisson1D(a=1.0)
+    problem = make_problem("poisson", a=1.0)
     histories, numbers = {}, {"widths": list(s["widths"]), "steps": s["steps"], "depth": depth}
     for width in s["widths"]:
         config = TrainConfig(optimizer="sgd", lr=1e-5, steps=s["steps"], chunk=s["every"], eval_every=s["every"],
@@ -109,7 +109,7 @@ def e2(scale: str | None = None, a_values=(1.0, 2.0, 4.0), width: int = 100, con
     steps = E2_SCALES[scale]
     histories, numbers = {}, {"steps": steps, "width": width}
     for a in a_values:
-        problem = Poisson1D(a=a)
+        problem = make_problem("poisson", a=float(a))
         config = TrainConfig(optimizer="sgd", lr=1e-5, steps=steps, chunk=min(1000, steps), spectra_at=(0, steps),
                              seed=seed)
         _, h = _train(f"a={a:g}", problem, _poisson_net(problem, width, 1, convention), config, progress)
@@ -134,7 +134,7 @@ def e3(scale: str | None = None, width: int = 100, convention: str = "paper_code
     initialisation (as the paper computes them), and with the paper's rounded lambda_b = 100."""
     scale = _check_scale(scale)
     steps = E3_STEPS[scale]
-    problem = Poisson1D(a=4.0)
+    problem = make_problem("poisson", a=4.0)
     net = _poisson_net(problem, width, 1, convention)
     ntk_w = ntk_weights_at_init(problem, net, seed=seed)
     runs = {"no weights": (1.0, 1.0), "NTK weights": tuple(ntk_w), "lambda_b=100": (100.0, 1.0)}
@@ -161,7 +161,7 @@ def e3_sweep(scale: str | None = None, width: int = 100, convention: str = "pape
     """Fig. 5: relative L2 error against a fixed lambda_b (lambda_r = 1), several seeds per value."""
     scale = _check_scale(scale)
     s = E3_SWEEP_SCALES[scale]
-    problem = Poisson1D(a=4.0)
+    problem = make_problem("poisson", a=4.0)
     net = _poisson_net(problem, width, 1, convention)
     errors = np.zeros((len(s["lambdas"]), s["trials"]))
     for i, lam in enumerate(s["lambdas"]):
@@ -189,7 +189,7 @@ def e4(scale: str | None = None, convention: str = "paper_code", seed: int = 0, 
     without weights and with Algorithm 1 refreshed every ``update_every`` steps (code: 100)."""
     scale = _check_scale(scale)
     s = {**E4_SCALES[scale], **overrides}
-    problem = Wave1D()
+    problem = make_problem("wave")
     net = make_convention(convention, problem.default_init, width=s["width"], depth=s["depth"])
     histories, numbers = {}, {k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items()}
     for label, rule in (("no weights", "none"), ("Algorithm 1", "ntk")):

@@ -9,6 +9,7 @@ traces of the current parameters: Algorithm 1 as written, whatever the chunk len
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Iterator
@@ -108,10 +109,15 @@ class Controls(NamedTuple):
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    lr = config.lr
-    if config.decay_steps is not None:
-        lr = optax.exponential_decay(config.lr, config.decay_steps, config.decay_rate)
-    return optax.sgd(lr) if config.optimizer == "sgd" else optax.adam(lr)
+    """SGD or Adam with the config's constant or exponentially decaying learning rate."""
+    return _optimizer(config.optimizer, config.lr, config.decay_steps, config.decay_rate)
+
+
+@functools.lru_cache(maxsize=32)
+def _optimizer(name, lr, decay_steps, decay_rate) -> optax.GradientTransformation:
+    if decay_steps is not None:
+        lr = optax.exponential_decay(lr, decay_steps, decay_rate)
+    return optax.sgd(lr) if name == "sgd" else optax.adam(lr)
 
 
 def total_loss(apply, problem: Problem, params, batches, weights):
@@ -120,14 +126,18 @@ def total_loss(apply, problem: Problem, params, batches, weights):
     return jnp.sum(weights * losses), losses
 
 
-def make_step(apply, problem: Problem, optimizer, data, ntk_data):
-    """One optimiser step (with the weight refresh of Algorithm 1 before it) as a scan body."""
+def make_step(apply, problem: Problem, optimizer):
+    """One optimiser step (with the weight refresh of Algorithm 1 before it) as a scan body.
+
+    ``data`` and ``probe`` (the fixed training and NTK points) are arguments, not constants, so runs
+    that differ only in seed, weights or points share one compiled chunk.
+    """
     counts = jnp.asarray([t.n_ntk for t in problem.terms], jnp.float32)
 
-    def step(carry: TrainState, controls: Controls):
+    def step(carry: TrainState, controls: Controls, data, probe):
         key, k_batch, k_ntk = jax.random.split(carry.key, 3)
         batches = problem.sample(k_batch) if problem.resample else data
-        ntk_batches = problem.sample(k_ntk, ntk=True) if problem.resample else ntk_data
+        ntk_batches = problem.sample(k_ntk, ntk=True) if problem.resample else probe
         due_weights = (controls.rule > 0) & (carry.step % controls.update_every == 0)
         due_log = (controls.ntk_every > 0) & (carry.step % jnp.maximum(controls.ntk_every, 1) == 0)
 
@@ -151,6 +161,42 @@ def make_step(apply, problem: Problem, optimizer, data, ntk_data):
     return step
 
 
+class _Compiled:
+    """The jitted functions of one (net, problem, optimiser) structure, shared by every Trainer with
+    that structure: a second run (another seed, rule, or weights) reuses the compiled code."""
+
+    def __init__(self, apply, problem: Problem, optimizer):
+        self.step = make_step(apply, problem, optimizer)
+        self.eval = jax.jit(lambda p: problem.rel_l2(apply, p))
+        self.chunks: dict[int, Any] = {}
+        self.traces = 0  # how often a chunk function was traced (= compiled)
+
+    def chunk(self, length: int):
+        if length not in self.chunks:
+            def run(state, controls, data, probe):
+                self.traces += 1
+                body = lambda c, _: self.step(c, controls, data, probe)
+                return jax.lax.scan(body, state, None, length=length)
+
+            self.chunks[length] = jax.jit(run)
+        return self.chunks[length]
+
+
+_COMPILED: dict[tuple, _Compiled] = {}
+
+
+def _compiled(apply, problem: Problem, config: TrainConfig, optimizer) -> _Compiled:
+    key = (apply, id(problem), config.optimizer, config.lr, config.decay_steps, config.decay_rate)
+    entry = _COMPILED.get(key)
+    if entry is None or entry.problem is not problem:
+        entry = _Compiled(apply, problem, optimizer)
+        entry.problem = problem  # keeps the id above valid while cached
+        if len(_COMPILED) > 32:  # bound the cache in long notebook sessions
+            _COMPILED.pop(next(iter(_COMPILED)))
+        _COMPILED[key] = entry
+    return entry
+
+
 class Trainer:
     """Trains one PINN and yields :class:`Snapshot` records; the CLI, tests and widgets share it.
 
@@ -163,7 +209,7 @@ class Trainer:
         key_init, key_data, key_probe, key_run = jax.random.split(jax.random.key(config.seed), 4)
         self.net = make_net(net_config, problem.dim, problem.mean, problem.std, key_init)
         self.apply = self.net.apply
-        self.optimizer = make_optimizer(config)
+        self.optimizer = _optimizer(config.optimizer, config.lr, config.decay_steps, config.decay_rate)
         self.data = problem.sample(key_data)
         self.probe = problem.sample(key_probe, ntk=True)  # fixed points for spectra and NTK drift
         params = self.net.params if params is None else params
@@ -176,22 +222,18 @@ class Trainer:
         self.params0 = params
         self.rule, self.update_every = config.weighting, config.update_every
         self.ntk_every, self.lr_scale, self.momentum = config.ntk_every, 1.0, config.momentum
-        self.compilations = 0  # traces of the chunk function; tests use it to prove no recompiles
-        self._chunks: dict[int, Any] = {}
-        self._step_fn = make_step(self.apply, problem, self.optimizer, self.data, self.probe)
-        self._eval = jax.jit(lambda p: problem.rel_l2(self.apply, p))
+        self._compiled = _compiled(self.apply, problem, config, self.optimizer)
+        self._eval = self._compiled.eval
         self.history = History.empty(problem, net_config, config, self.net.num_params)
         self.k0: np.ndarray | None = None
         self.seconds = 0.0
 
     # -- the jitted chunk ---------------------------------------------------------------------
-    def _chunk_fn(self, length: int):
-        if length not in self._chunks:
-            def run(state, controls):
-                self.compilations += 1
-                return jax.lax.scan(lambda c, _: self._step_fn(c, controls), state, None, length=length)
-            self._chunks[length] = jax.jit(run)
-        return self._chunks[length]
+    @property
+    def compilations(self) -> int:
+        """How often this trainer's chunk functions were traced (compiled), shared with every trainer
+        of the same structure; tests use it to prove that live controls never recompile."""
+        return self._compiled.traces
 
     def controls(self) -> Controls:
         for name in ("update_every", "ntk_every"):
@@ -218,7 +260,7 @@ class Trainer:
         parts, remaining, state = [], n, self.state
         while remaining > 0:
             length = self.config.chunk if remaining >= self.config.chunk else 1
-            new_state, metrics = self._chunk_fn(length)(state, controls)
+            new_state, metrics = self._compiled.chunk(length)(state, controls, self.data, self.probe)
             metrics = jax.device_get(metrics)
             bad = ~np.all(np.isfinite(metrics[0]), axis=1)
             if bad.any():
@@ -289,8 +331,8 @@ class Trainer:
             stops += [s for s in spectra_at if s > self.step]
             snap = self.advance(min(stops) - self.step)
             if snap.diverged is not None:
-                self.history.finish(self.prediction(), self.seconds, "diverged",
-                                    f"loss became non-finite at step {snap.diverged}; history kept up to step {self.step}")
+                message = f"loss became non-finite at step {snap.diverged}; history kept up to step {self.step}"
+                self.history.finish(self.prediction(), self.seconds, "diverged", message)
                 yield snap
                 return
             if self.step % every == 0 or self.step == end:

@@ -14,7 +14,13 @@ def make_problem(name: str, **kwargs) -> Problem:
     """The problem registered as ``name``, built with its keyword parameters (e.g. ``a=4``)."""
     if name not in PROBLEMS:
         raise ValueError(f"unknown problem {name!r}; choose one of {', '.join(PROBLEMS)}")
-    return PROBLEMS[name](**kwargs)
+    key = (name, tuple(sorted(kwargs.items())))
+    if key not in _CACHE:  # problems are immutable: sharing one lets runs share compiled code
+        _CACHE[key] = PROBLEMS[name](**kwargs)
+    return _CACHE[key]
+
+
+_CACHE: dict = {}
 
 
 __all__ = ["PROBLEMS", "Heat1D", "Poisson1D", "Problem", "Term", "Wave1D", "make_problem"]

@@ -1,0 +1,208 @@
+"""Every control of the lab as one field of one serialisable state (as TensorFlow Playground's state.ts).
+
+A :class:`LabState` is frozen and validated; :meth:`LabState.to_string` gives the shareable config
+string (``problem=poisson&param=4&width=100&...``) and :meth:`LabState.from_string` reads it back.
+Fields in :data:`LIVE` act at the next chunk without recompiling; every other field is a *reset*
+field: changing it rebuilds the trainer and recompiles once. :func:`build` turns a state into the
+engine's ``(Problem, NetConfig, TrainConfig)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from urllib.parse import parse_qsl, urlencode
+
+from pinnlab.nets import CONVENTIONS, NetConfig, convention
+from pinnlab.problems import PROBLEMS, Problem, make_problem
+from pinnlab.training import OPTIMIZERS, TrainConfig
+from pinnlab.weighting import RULES
+
+LIVE = ("rule", "update_every", "lr_scale", "ntk_every")
+# The one parameter of each PDE that the lab exposes, by the name its problem function takes.
+PARAM_NAME = {"poisson": "a", "wave": "c", "heat": "k"}
+# Evaluation grid of the 2D problems: 101 x 101 keeps a live prediction under ~10 ms on a laptop core.
+EVAL_2D = 101
+DECAY_STEPS = 1000  # the wave code's schedule: lr * decay ** (step / 1000)
+
+
+@dataclasses.dataclass(frozen=True)
+class LabState:
+    """All controls of one lab run.
+
+    Reset fields: ``problem`` (``poisson`` | ``wave`` | ``heat``), ``param`` (its parameter: a of
+    sin(a pi x), the wave speed c, the diffusivity k), ``width``, ``depth``, ``convention``
+    (``paper_code`` | ``paper_text``), ``optimizer`` (``sgd`` | ``adam``), ``lr``, ``decay`` (lr factor
+    per 1000 steps, 1 = constant), ``n_b`` (boundary/initial points; the wave's u_t term gets a third),
+    ``n_r`` (residual points), ``n_ntk`` (NTK probe points per term, 2D problems; Poisson uses its
+    training points as the paper), ``seed``, ``chunk`` (steps per jitted call, 0 = pick ~30 ms).
+
+    Live fields: ``rule`` (``none`` = all weights 1 | ``ntk`` = Algorithm 1 | ``ntk_mean``),
+    ``update_every`` (weight refresh period M), ``lr_scale`` (multiplies every update), ``ntk_every``
+    (period of the logged NTK traces; the spectra follow it, within a cost budget).
+    """
+
+    problem: str = "poisson"
+    param: float = 4.0
+    width: int = 100
+    depth: int = 1
+    convention: str = "paper_code"
+    optimizer: str = "sgd"
+    lr: float = 1e-5
+    decay: float = 1.0
+    n_b: int = 100
+    n_r: int = 100
+    n_ntk: int = 100
+    seed: int = 0
+    chunk: int = 0
+    rule: str = "none"
+    update_every: int = 100
+    lr_scale: float = 1.0
+    ntk_every: int = 100
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _coerce(f.name, f.type, getattr(self, f.name)))
+        _choice("problem", self.problem, tuple(PROBLEMS))
+        _choice("convention", self.convention, CONVENTIONS)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("rule", self.rule, RULES)
+        for name in ("width", "depth", "update_every"):
+            _at_least(name, getattr(self, name), 1)
+        for name in ("n_b", "n_r", "n_ntk"):
+            _at_least(name, getattr(self, name), 2)
+        for name in ("chunk", "ntk_every", "seed"):
+            _at_least(name, getattr(self, name), 0)
+        for name in ("lr", "lr_scale", "decay"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        if not math.isfinite(self.param):
+            raise ValueError(f"param must be a finite number, got {self.param!r}")
+
+    # -- views --------------------------------------------------------------------------------
+    def replace(self, **changes) -> LabState:
+        """A copy with some fields changed (validated)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown lab setting(s) {sorted(unknown)}; known: {', '.join(FIELDS)}")
+        return dataclasses.replace(self, **changes)
+
+    def reset_fields(self) -> dict:
+        """The fields whose change needs a rebuild (everything but :data:`LIVE`)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in LIVE}
+
+    def live_fields(self) -> dict:
+        return {k: getattr(self, k) for k in LIVE}
+
+    @property
+    def param_name(self) -> str:
+        return PARAM_NAME[self.problem]
+
+    # -- the shareable string -----------------------------------------------------------------
+    def to_string(self) -> str:
+        """``key=value&...`` of every field, in field order (paste it into :meth:`from_string`)."""
+        return urlencode([(k, _fmt(v)) for k, v in dataclasses.asdict(self).items()])
+
+    @classmethod
+    def from_string(cls, text: str) -> LabState:
+        """Read a config string; missing fields keep their defaults, unknown keys are an error."""
+        pairs = parse_qsl(text.strip().lstrip("?#"), keep_blank_values=True, strict_parsing=bool(text.strip()))
+        return cls().replace(**dict(pairs))
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(LabState))
+
+
+def _fmt(value) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _coerce(name: str, kind: str, value):
+    """Strings (from a config string or a text box) to the field's type, with a message naming the field."""
+    try:
+        if kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(float(value)) if isinstance(value, str) else int(value)
+        if kind == "float":
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be {'an integer' if kind == 'int' else 'a number'}, got {value!r}") from None
+
+
+def _choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+
+
+def _at_least(name: str, value: int, low: int) -> None:
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value!r}")
+
+
+# -- presets ------------------------------------------------------------------------------------
+_POISSON = {}
+_WAVE = dict(problem="wave", param=2.0, width=50, depth=3, optimizer="adam", lr=1e-3, decay=0.9, n_b=300, n_r=300,
+             n_ntk=100)
+_HEAT = dict(problem="heat", param=0.1, width=50, depth=3, optimizer="adam", lr=1e-3, n_b=150, n_r=300, n_ntk=100)
+
+PRESETS: dict[str, tuple[str, dict]] = {
+    "poisson": ("Poisson u = sin(4πx), 1×100 tanh, gradient descent lr 1e-5 (paper Sec. 7.2), unweighted: "
+                "switch the rule to ntk and watch λ_u and the boundary loss", _POISSON),
+    "wave": ("Wave u_tt = 4 u_xx (paper Sec. 7.3) at laptop size: 3×50 tanh, Adam 1e-3 ×0.9/1000 steps",
+             _WAVE),
+    "heat": ("Heat u_t = 0.1 u_xx (beyond the paper), 3×50 tanh, Adam 1e-3", _HEAT),
+    "fig1": ("Fig. 1: spectra of K, K_uu, K_rr for u = sin(πx), 1×100: K_rr dwarfs K_uu",
+             dict(param=1.0, ntk_every=1000)),
+    "fig2": ("Fig. 2: a wide net's NTK barely moves: 1×500, u = sin(πx), GD 1e-5 (compare the faint step-0 "
+             "spectra)", dict(param=1.0, width=500)),
+    "fig3": ("Fig. 3: the same with three hidden layers of 500", dict(param=1.0, width=500, depth=3)),
+    "fig4": ("Fig. 4: u = sin(4πx) with Algorithm 1's weights from the NTK at step 0, held for the paper's "
+             "40,000 steps", dict(rule="ntk", update_every=40_000)),
+    "wave_paper": ("Figs. 6-8: the wave with the paper's 3×500 net and Algorithm 1 every 100 steps on 300 "
+                   "points per term (GPU-sized)", {**_WAVE, "width": 500, "n_ntk": 300, "rule": "ntk"}),
+}
+PRESETS["fig6"] = PRESETS["wave_paper"]
+
+
+def preset(name: str) -> LabState:
+    """The state of a named preset (see :data:`PRESETS`)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return LabState(**PRESETS[name][1])
+
+
+def resolve(config: str | LabState = "poisson", **overrides) -> LabState:
+    """A preset name, a config string (``key=value&...``) or a state, with fields overridden."""
+    if isinstance(config, LabState):
+        state = config
+    elif "=" in config:
+        state = LabState.from_string(config)
+    else:
+        state = preset(config)
+    return state.replace(**overrides) if overrides else state
+
+
+# -- to the engine -------------------------------------------------------------------------------
+def problem_kwargs(state: LabState) -> dict:
+    """Keyword arguments of the problem function for this state."""
+    kw = {state.param_name: state.param}
+    if state.problem == "poisson":
+        return {**kw, "n_b": state.n_b, "n_r": state.n_r}
+    kw.update(n_u=state.n_b, n_r=state.n_r, n_ntk=state.n_ntk, n_eval=EVAL_2D)
+    if state.problem == "wave":
+        kw["n_ut"] = max(1, state.n_b // 3)  # the code's 300 / 100 split
+    return kw
+
+
+def build(state: LabState, chunk: int) -> tuple[Problem, NetConfig, TrainConfig]:
+    """The engine's problem, network and training config for ``state`` with ``chunk`` steps per call."""
+    problem = make_problem(state.problem, **problem_kwargs(state))
+    net = convention(state.convention, problem.default_init, width=state.width, depth=state.depth)
+    decay = None if state.decay == 1.0 else DECAY_STEPS
+    train = TrainConfig(optimizer=state.optimizer, lr=state.lr, decay_steps=decay, decay_rate=state.decay,
+                        weighting=state.rule, update_every=state.update_every, ntk_every=state.ntk_every,
+                        chunk=chunk, seed=state.seed)
+    return problem, net, train
