@@ -251,33 +251,36 @@ class Trainer:
         return int(self.state.step)
 
     def advance(self, n: int) -> Snapshot:
-        """Run ``n`` steps (whole chunks, then single steps) and return the per-step record.
+        """Run ``n`` steps in chunks (a shorter last chunk for the remainder); return their record.
 
-        If a loss turns non-finite, the state rolls back to the start of the failing chunk, the
-        record keeps the finite steps, and ``snapshot.diverged`` names the step.
+        Row i of the record holds the losses, weights and traces used at step ``start + i``. If a
+        loss turns non-finite at step s, the state is replayed to step s - 1 (the last step whose
+        loss was finite), the record stops there, and ``snapshot.diverged`` is s.
         """
         t0, start, controls = time.perf_counter(), self.step, self.controls()
         parts, remaining, state = [], n, self.state
         while remaining > 0:
-            length = self.config.chunk if remaining >= self.config.chunk else 1
+            length = min(self.config.chunk, remaining)
             new_state, metrics = self._compiled.chunk(length)(state, controls, self.data, self.probe)
             metrics = jax.device_get(metrics)
             bad = ~np.all(np.isfinite(metrics[0]), axis=1)
             if bad.any():
-                first = int(np.argmax(bad))
-                parts.append(tuple(m[:first] for m in metrics))
+                bad_row = int(np.argmax(bad))  # the loss at step chunk_start + bad_row is non-finite
+                diverged = int(state.step) + bad_row
+                parts.append(tuple(m[:bad_row] for m in metrics))
+                if bad_row > 1:  # replay to the last step whose loss was finite
+                    state = self._compiled.chunk(bad_row - 1)(state, controls, self.data, self.probe)[0]
                 self.state = state
-                snap = self._record(start, parts, t0, diverged=int(state.step) + first)
-                return snap
+                return self._record(start, parts, t0, diverged=diverged)
             parts.append(metrics)
             state, remaining = new_state, remaining - length
         self.state = state
         return self._record(start, parts, t0)
 
     def _record(self, start, parts, t0, diverged=None) -> Snapshot:
-        losses, weights, traces = (np.concatenate([p[i] for p in parts]) if parts else None for i in range(3))
+        losses, weights, traces = (np.concatenate([p[i] for p in parts]) for i in range(3))
         self.seconds += time.perf_counter() - t0
-        snap = Snapshot(steps=np.arange(start + 1, start + 1 + len(losses)), losses=losses,
+        snap = Snapshot(steps=np.arange(start, start + len(losses)), losses=losses,
                         weights=weights, traces=traces, diverged=diverged)
         self.history.append(snap)
         return snap

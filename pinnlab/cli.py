@@ -1,0 +1,612 @@
+"""The ``pinnlab`` command: train a PINN headless and write metrics, history and an HTML report.
+
+    pinnlab train --problem poisson --out runs/e3          # paper E3: NTK weights at init, 40k SGD steps
+    pinnlab train --problem wave --steps 5000 --out runs/w  # Algorithm 1 on the wave equation
+    pinnlab ntk-weights --problem poisson                   # lambda per term at init, as JSON
+    pinnlab report runs/e3                                  # rebuild report.html from a saved history
+    pinnlab reproduce fig4 --scale cpu --out runs/paper     # a paper figure as HTML + JSON
+
+Exit codes: 0 done, 1 training diverged (files are still written), 2 bad input (one line on stderr),
+130 interrupted by Ctrl-C (what exists is written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import inspect
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from pinnlab.history import History
+from pinnlab.nets import ACTIVATIONS, CONVENTIONS, INITS, PARAMETERIZATIONS, convention
+from pinnlab.problems import PROBLEMS, make_problem
+from pinnlab.training import OPTIMIZERS, TrainConfig, Trainer, ntk_weights_at_init
+from pinnlab.weighting import RULES
+
+# Per-problem defaults. ``update_every=None`` means once, at step 0: the paper's Poisson weights
+# come from the NTK at initialisation and stay fixed (paper Sec. 7.2).
+PRESETS: dict[str, dict[str, Any]] = {
+    "poisson": dict(width=100, depth=1, optimizer="sgd", lr=1e-5, decay_steps=None, decay_rate=1.0, steps=40000,
+                    chunk=1000, weighting="ntk", update_every=None),
+    "wave": dict(width=100, depth=3, optimizer="adam", lr=1e-3, decay_steps=1000, decay_rate=0.9, steps=2000,
+                 chunk=100, weighting="ntk", update_every=100),
+    "heat": dict(width=50, depth=3, optimizer="adam", lr=1e-3, decay_steps=1000, decay_rate=0.9, steps=2000,
+                 chunk=100, weighting="ntk", update_every=100),
+}
+# Term names whose problem keyword is not ``n_<term>``.
+BATCH_ALIASES = {"poisson": {"u": "n_b", "b": "n_b"}}
+PROBLEM_FLOATS = ("a", "c", "k")
+
+EPILOG = """\
+per-problem defaults (any option overrides them):
+  poisson  paper E3: u_xx = f, u = sin(a pi x), a=4; 1x100 tanh, sgd lr 1e-5, 40000 steps, chunk 1000;
+           weights from the NTK at step 0, then fixed (paper Sec. 7.2: rel. L2 ~2e-3;
+           --weighting none gives the plain PINN, ~0.12)
+  wave     paper E4 code setup on a CPU-sized net: c=2; 3x100 tanh, adam 1e-3 decaying 0.9 per 1000
+           steps, 2000 steps, Algorithm 1 weights every 100 steps (the paper: 3x500, 80000 steps)
+  heat     u_t = k u_xx, k=0.1; 3x50 tanh, adam 1e-3 decaying 0.9 per 1000 steps, 2000 steps,
+           Algorithm 1 every 100 steps
+NTK spectra are recorded at steps 0 and the last step unless --spectra-at says otherwise.
+Writes OUT/metrics.json, OUT/history.json + history.npz and OUT/report.html (needs plotly:
+pip install pinnlab[report]). Exit codes: 0 done, 1 diverged, 2 bad input, 130 interrupted.
+"""
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line on stderr, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but an error is ONE line ``pinnlab: error: ...`` (no usage block), exit code 2."""
+
+    def error(self, message: str):  # noqa: D102 (argparse API)
+        self.exit(2, f"pinnlab: error: {message} (see '{self.prog} --help')\n")
+
+
+# -- argument types -------------------------------------------------------------------------------
+def positive_int(text: str) -> int:
+    """An integer > 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """An integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """A finite float (no NaN, no inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite float > 0."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def unit_float(text: str) -> float:
+    """A float in [0, 1)."""
+    value = finite_float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
+    return value
+
+
+# -- the parser -----------------------------------------------------------------------------------
+def _problem_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("problem")
+    g.add_argument("--problem", required=True, choices=sorted(PROBLEMS), help="the PDE to solve")
+    g.add_argument("--a", type=finite_float, help="poisson: u = sin(a pi x) (default 4); wave: amplitude of the "
+                   "fast mode (default 0.5)")
+    g.add_argument("--c", type=positive_float, help="wave: wave speed (default 2)")
+    g.add_argument("--k", type=positive_float, help="heat: diffusivity (default 0.1)")
+    g.add_argument("--batch", metavar="TERM=N,...", help="training points per term, e.g. u=300,ut=100,r=300 "
+                   "(poisson: u=100,r=100), or the problem's n_* keywords, e.g. n_b=100,n_r=100")
+    g.add_argument("--ntk-points", type=positive_int, metavar="N", help="points per term for the NTK blocks "
+                   "(wave, heat; poisson uses its training points)")
+
+
+def _net_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("network")
+    g.add_argument("--width", type=positive_int, help="neurons per hidden layer (default: per problem)")
+    g.add_argument("--depth", type=positive_int, help="hidden layers (default: per problem)")
+    g.add_argument("--convention", choices=CONVENTIONS, default="paper_code",
+                   help="paper_code: standard param., the code's init, z-scored inputs (default); "
+                        "paper_text: NTK param., N(0,1) init, raw inputs")
+    g.add_argument("--param", choices=PARAMETERIZATIONS, help="override the parameterization of the convention")
+    g.add_argument("--init", choices=INITS, help="override the initialiser of the convention")
+    g.add_argument("--activation", choices=sorted(ACTIVATIONS), help="hidden activation (default tanh)")
+    g.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None,
+                   help="z-score the inputs (default: per convention)")
+    g.add_argument("--seed", type=int, default=0, help="seeds init, points and NTK probe points (default 0)")
+
+
+def _train_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("training")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help="optimizer (default: per problem)")
+    g.add_argument("--lr", type=positive_float, help="learning rate (default: per problem)")
+    g.add_argument("--decay-steps", type=positive_int, help="lr decays by --decay-rate every this many steps "
+                   "(continuously; default: per problem)")
+    g.add_argument("--decay-rate", type=positive_float, help="lr decay factor (default: per problem)")
+    g.add_argument("--steps", type=positive_int, help="optimiser steps (default: per problem)")
+    g.add_argument("--chunk", type=positive_int, help="steps per jitted call (default: per problem, at most --steps)")
+    g.add_argument("--weighting", choices=RULES, help="loss weights: none, ntk (Algorithm 1) or ntk_mean "
+                   "(mean-diagonal EMA) (default: ntk)")
+    g.add_argument("--update-every", type=positive_int, metavar="M", help="refresh weights every M steps "
+                   "(default: poisson once at step 0, others 100)")
+    g.add_argument("--ntk-every", type=nonnegative_int, default=100, metavar="N",
+                   help="also log the NTK traces every N steps (0: only with weight refreshes; default 100)")
+    g.add_argument("--momentum", type=unit_float, default=0.9, help="EMA factor of ntk_mean (default 0.9)")
+    g.add_argument("--initial-weights", metavar="ntk|TERM=W,...", help="starting weights: 'ntk' (Algorithm 1 at "
+                   "init) or values, e.g. u=100,r=1 (default all 1)")
+    g.add_argument("--spectra-at", metavar="STEPS", help="steps at which to record full NTK spectra, e.g. "
+                   "0,1000,end, or 'none' (default 0,end)")
+    g.add_argument("--eval-every", type=nonnegative_int, default=0, metavar="N",
+                   help="steps between rel. L2 evaluations (0: about 50 per run; default 0)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``pinnlab`` parser with its subcommands."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = Parser(prog="pinnlab", formatter_class=formatter,
+                    description="Physics-informed neural networks and their neural tangent kernel.",
+                    epilog="Run 'pinnlab SUBCOMMAND --help' for its options, e.g. 'pinnlab train --help'.")
+    parser.add_argument("--version", action="version", version=f"pinnlab {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,ntk-weights,report,reproduce}")
+
+    train = sub.add_parser("train", help="train a PINN; write metrics.json, history.json/.npz and report.html",
+                           description="Train a PINN and write metrics, history and an HTML report.",
+                           epilog=EPILOG, formatter_class=formatter)
+    _problem_options(train)
+    _net_options(train)
+    _train_options(train)
+    out = train.add_argument_group("output")
+    out.add_argument("--out", required=True, metavar="DIR", help="output directory (created if needed)")
+    out.add_argument("--no-report", action="store_true", help="skip report.html")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    train.set_defaults(func=cmd_train)
+
+    weights = sub.add_parser("ntk-weights", help="print the NTK weights (Algorithm 1) at initialisation as JSON",
+                             description="Print lambda_i = sum_j Tr K_jj / Tr K_ii per term for the initial network, "
+                                         "as JSON (network defaults per problem, as for train).",
+                             formatter_class=formatter)
+    _problem_options(weights)
+    _net_options(weights)
+    weights.set_defaults(func=cmd_ntk_weights)
+
+    report = sub.add_parser("report", help="rebuild report.html from a saved history",
+                            description="Rebuild the HTML report from DIR/history.json + history.npz.")
+    report.add_argument("dir", metavar="DIR", help="directory with history.json and history.npz")
+    report.add_argument("--out", metavar="FILE", help="report path (default DIR/report.html)")
+    report.set_defaults(func=cmd_report)
+
+    from pinnlab.paper import SCALES
+    from pinnlab.reproduce import FIGURE_NAMES
+
+    repro = sub.add_parser("reproduce", help="reproduce a figure of the paper (or all) as HTML + JSON",
+                           description="Run the paper preset behind a figure and write OUT/figN.html (self-contained "
+                                       "plotly page) and OUT/figN.json (the numbers, the command and the machine). "
+                                       "Figures 6-8 come from one pair of wave runs, which runs once for all three.",
+                           formatter_class=formatter)
+    repro.add_argument("figure", choices=[*FIGURE_NAMES, "all"], help="which figure")
+    repro.add_argument("--scale", choices=SCALES, default="cpu",
+                       help="smoke: seconds (tests); cpu: about 10 minutes per figure on a 2-core laptop; "
+                            "full: the paper's exact setup (a GPU helps). Default: cpu")
+    repro.add_argument("--out", default="paper", metavar="DIR", help="output directory (default ./paper)")
+    repro.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    repro.set_defaults(func=cmd_reproduce)
+    return parser
+
+
+def _version() -> str:
+    from pinnlab import __version__
+
+    return __version__
+
+
+# -- building the run from the arguments ----------------------------------------------------------
+def _pairs(text: str, option: str, example: str, cast, kind: str) -> dict[str, Any]:
+    """``"a=1,b=2"`` -> ``{"a": cast("1"), ...}``; a one-line UsageError naming the bad part otherwise."""
+    out: dict[str, Any] = {}
+    for part in text.split(","):
+        key, sep, value = part.strip().partition("=")
+        try:
+            if not sep or not key.strip():
+                raise ValueError
+            out[key.strip()] = cast(value.strip())
+        except (ValueError, argparse.ArgumentTypeError):
+            raise UsageError(f"bad {option} {text!r} at {part!r}: expected NAME=VALUE pairs separated by commas, "
+                             f"each VALUE a {kind}, e.g. {option} {example}") from None
+    return out
+
+
+def problem_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of the problem factory from --a/--c/--k/--batch/--ntk-points."""
+    name, kwargs = args.problem, {}
+    accepted = inspect.signature(PROBLEMS[name]).parameters
+    for p in PROBLEM_FLOATS:
+        value = getattr(args, p)
+        if value is None:
+            continue
+        if p not in accepted:
+            own = ", ".join(f"--{q}" for q in PROBLEM_FLOATS if q in accepted) or "none"
+            raise UsageError(f"--{p} {value} does not apply to problem {name} (its parameters: {own})")
+        kwargs[p] = value
+    if args.batch is not None:
+        kwargs.update(_batch(name, args.batch, accepted))
+    if args.ntk_points is not None:
+        if "n_ntk" not in accepted:
+            raise UsageError(f"--ntk-points {args.ntk_points}: problem {name} computes its NTK on its training points; "
+                             "set them with --batch")
+        kwargs["n_ntk"] = args.ntk_points
+    return kwargs
+
+
+def _batch(name: str, text: str, accepted) -> dict[str, int]:
+    """--batch ``u=300,r=300`` (term names) or ``n_b=100`` (factory keywords) -> factory keywords."""
+    sizes = [k for k in accepted if k.startswith("n_")]
+    example = "u=100,r=100" if name != "wave" else "u=300,ut=100,r=300"
+    pairs = _pairs(text, "--batch", example, positive_int, "positive integer")
+    out = {}
+    for key, n in pairs.items():
+        keyword = key if key in sizes else BATCH_ALIASES.get(name, {}).get(key, f"n_{key}")
+        if keyword not in sizes:
+            terms = ", ".join(PROBLEMS[name]().term_names)  # default construction is cheap (numpy only)
+            raise UsageError(f"bad --batch {text!r}: problem {name} has no term {key!r}; its terms are {terms} "
+                             f"(keywords {', '.join(sizes)}), e.g. --batch {example}")
+        out[keyword] = n
+    return out
+
+
+def net_config(args: argparse.Namespace, problem, preset: dict):
+    """The NetConfig of the convention, overridden by the options given."""
+    return convention(args.convention, problem.default_init, width=args.width or preset["width"],
+                      depth=args.depth or preset["depth"], parameterization=args.param, init=args.init,
+                      standardize=args.standardize, activation=args.activation)
+
+
+def spectra_steps(text: str | None, steps: int) -> tuple[int, ...]:
+    """--spectra-at: comma-separated steps, 'end' for the last step, 'none' for no spectra."""
+    if text is None:
+        return (0, steps)
+    if text.strip().lower() in ("", "none"):
+        return ()
+    out = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        try:
+            value = steps if part == "end" else int(part)
+        except ValueError:
+            raise UsageError(f"bad --spectra-at {text!r} at {part!r}: expected steps like 0,1000,end "
+                             "or 'none'") from None
+        if not 0 <= value <= steps:
+            raise UsageError(f"--spectra-at step {value} is outside 0..{steps} (--steps {steps})")
+        out.append(value)
+    return tuple(sorted(set(out)))
+
+
+def initial_weights(text: str | None, problem, net, seed: int) -> tuple[float, ...] | None:
+    """--initial-weights: 'ntk' (Algorithm 1 at init) or TERM=W pairs (unnamed terms keep 1)."""
+    if text is None:
+        return None
+    if text.strip().lower() == "ntk":
+        return tuple(float(w) for w in ntk_weights_at_init(problem, net, seed))
+    pairs = _pairs(text, "--initial-weights", ",".join(f"{t}=1" for t in problem.term_names), positive_float,
+                   "positive number")
+    unknown = sorted(set(pairs) - set(problem.term_names))
+    if unknown:
+        raise UsageError(f"--initial-weights {text!r}: problem {problem.name} has no term {unknown[0]!r}; "
+                         f"its terms: {', '.join(problem.term_names)}")
+    return tuple(pairs.get(t, 1.0) for t in problem.term_names)
+
+
+def train_config(args: argparse.Namespace, preset: dict, weights) -> TrainConfig:
+    """The TrainConfig from the options and the problem's preset."""
+    pick = lambda name: preset[name] if getattr(args, name) is None else getattr(args, name)  # noqa: E731
+    steps = pick("steps")
+    # The engine runs a remainder shorter than a chunk as single steps: keep the chunk <= steps.
+    chunk = args.chunk if args.chunk is not None else min(preset["chunk"], steps)
+    update_every = args.update_every or preset["update_every"] or steps
+    decay_steps = args.decay_steps if args.decay_steps is not None else preset["decay_steps"]
+    return TrainConfig(optimizer=pick("optimizer"), lr=pick("lr"), decay_steps=decay_steps,
+                       decay_rate=pick("decay_rate"), steps=steps, weighting=pick("weighting"),
+                       update_every=update_every, ntk_every=args.ntk_every, momentum=args.momentum,
+                       initial_weights=weights, chunk=chunk, eval_every=args.eval_every,
+                       spectra_at=spectra_steps(args.spectra_at, steps), seed=args.seed)
+
+
+def prepare_out(path: str) -> Path:
+    """Create the output directory and prove it is writable, before any training."""
+    out = Path(path).expanduser()
+    probe = out / ".pinnlab-write-test"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise UsageError(f"cannot write to --out {path!r} ({reason}); choose a writable directory") from None
+    return out
+
+
+def enable_compilation_cache() -> None:
+    """JAX's persistent compilation cache under the user cache dir (reruns skip XLA compiles)."""
+    try:
+        import jax
+
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        path = os.path.join(base, "pinnlab", "jax")
+        os.makedirs(path, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", path)
+        # A short CPU run is dominated by many small compiles (eager ops, the chunk): caching them all
+        # makes a rerun ~2x faster, but only JAX's LRU eviction (which needs filelock) keeps such a
+        # cache bounded, so without filelock keep JAX's default (compiles over 1 s only).
+        if importlib.util.find_spec("filelock") is not None:
+            jax.config.update("jax_compilation_cache_max_size", 256 * 2**20)
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    except Exception:  # a cache is an optimisation: never fail a run over it
+        pass
+
+
+# -- progress -------------------------------------------------------------------------------------
+class Progress:
+    """A dependency-free progress bar on stderr: live on a TTY, else one line every ~10%."""
+
+    def __init__(self, total: int, terms: tuple[str, ...], stream: TextIO = sys.stderr, enabled: bool = True):
+        self.total, self.terms, self.stream, self.enabled = total, terms, stream, enabled
+        self.tty = enabled and hasattr(stream, "isatty") and stream.isatty()
+        self.start, self.last_draw, self.next_tenth, self.open = time.perf_counter(), 0.0, 1, False
+        self.mark: tuple[int, float] | None = None  # first update: the rate excludes compile time before it
+
+    def _rate(self, step: int) -> float:
+        now = time.perf_counter()
+        first, t0 = self.mark if self.mark and step > self.mark[0] else (0, self.start)
+        return (step - first) / (now - t0) if now > t0 else 0.0
+
+    def _line(self, step: int, losses, weights) -> str:
+        rate = self._rate(step)
+        eta = (self.total - step) / rate if rate > 0 else float("nan")
+        frac = min(step / self.total, 1.0)
+        bar = "#" * int(frac * 20) + "." * (20 - int(frac * 20))
+        terms = lambda v: " ".join(f"{t} {x:.2e}" for t, x in zip(self.terms, v, strict=True))  # noqa: E731
+        return (f"[{bar}] {100 * frac:3.0f}% {step}/{self.total} {rate:.0f} it/s ETA {eta:.0f}s"
+                f" | L {terms(losses)} | λ {terms(weights)}")
+
+    def update(self, step: int, losses, weights) -> None:
+        """Show the state after ``step`` (losses and weights of the last step, one per term)."""
+        if not self.enabled:
+            return
+        if self.mark is None:
+            self.mark = (step, time.perf_counter())
+        if self.tty:
+            now = time.perf_counter()
+            if now - self.last_draw < 0.1 and step < self.total:
+                return
+            width = shutil.get_terminal_size((120, 20)).columns - 1
+            self.stream.write("\r" + self._line(step, losses, weights)[:width].ljust(width))
+            self.last_draw, self.open = now, True
+        elif step * 10 >= self.next_tenth * self.total:
+            self.stream.write(self._line(step, losses, weights) + "\n")
+            self.next_tenth = step * 10 // self.total + 1
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.open = False
+
+
+# -- commands -------------------------------------------------------------------------------------
+def _setup(args: argparse.Namespace):
+    """Problem, net config and preset from the options; engine ValueErrors become UsageErrors."""
+    try:
+        problem = make_problem(args.problem, **problem_kwargs(args))
+        preset = PRESETS[args.problem]
+        return problem, net_config(args, problem, preset), preset
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``pinnlab train``: returns the exit code."""
+    problem, net, preset = _setup(args)
+    try:
+        train_config(args, preset, None)  # validate cheap options before NTK weights or output checks
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    out = prepare_out(args.out)
+    enable_compilation_cache()
+    trainer, status = None, "completed"
+    try:
+        try:
+            config = train_config(args, preset, initial_weights(args.initial_weights, problem, net, args.seed))
+            trainer = Trainer(problem, net, config)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        status = _run(trainer, config, not args.no_progress)
+    except KeyboardInterrupt:
+        status = "interrupted"
+    if trainer is None:
+        print("pinnlab: interrupted before training started; nothing written", file=sys.stderr)
+        return 130
+    return _finish(trainer, status, out, args)
+
+
+def _run(trainer: Trainer, config: TrainConfig, progress: bool) -> str:
+    """Drive the snapshot generator with a progress bar; returns the final status."""
+    bar = Progress(config.steps, trainer.problem.term_names, enabled=progress)
+    try:
+        for snap in trainer.snapshots():
+            if len(snap.steps):
+                bar.update(trainer.step, snap.losses[-1], snap.weights[-1])
+    finally:
+        bar.close()
+    return trainer.history.status
+
+
+def _finish(trainer: Trainer, status: str, out: Path, args: argparse.Namespace) -> int:
+    """Close the history (if cut short), write every file, print the summary; returns the exit code."""
+    from pinnlab.report import summary
+
+    history = trainer.history
+    if trainer.step and (not history.eval_step or history.eval_step[-1] != trainer.step):
+        trainer.evaluate()  # the final numbers belong to the final (last finite) parameters
+    if status == "interrupted":
+        history.finish(trainer.prediction(), trainer.seconds, "interrupted",
+                       f"interrupted (Ctrl-C) at step {trainer.step} of {trainer.config.steps}")
+    history.save(out)
+    metrics = summary(history)
+    metrics.update(num_params=history.config.get("num_params"), compilations=trainer.compilations,
+                   files=["metrics.json", "history.json", "history.npz"])
+    report_note = None
+    if not args.no_report:
+        report_note = _write_report(history, out)
+        if report_note is None:
+            metrics["files"].append("report.html")
+    _write_json(out / "metrics.json", metrics)
+    _print_summary(metrics, out, report_note)
+    if history.status == "diverged":
+        print(f"pinnlab: training diverged: {history.message}. Try a smaller --lr (was {trainer.config.lr:g}).",
+              file=sys.stderr)
+        return 1
+    if history.status == "interrupted":
+        print(f"pinnlab: {history.message}; wrote what exists to {out}", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _write_report(history: History, out: Path) -> str | None:
+    """Write report.html; returns a one-line note instead when plotly is missing."""
+    try:
+        from pinnlab.report import write_report
+
+        write_report(history, out / "report.html")
+    except ImportError:
+        return "note: report.html needs plotly: pip install pinnlab[report] (metrics and history were written)"
+    return None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _print_summary(m: dict, out: Path, note: str | None) -> None:
+    terms = lambda d: "  ".join(f"{t} {v:.4g}" for t, v in d.items())  # noqa: E731
+    rel = "n/a" if m["rel_l2"] is None else f"{m['rel_l2']:.3e}"
+    speed = "" if m["steps_per_second"] is None else f" ({m['steps_per_second']:.0f} steps/s)"
+    print(f"pinnlab {m['config']['problem']}: {m['status']} after {m['steps']} steps in {m['seconds']:.1f} s{speed}")
+    print(f"  relative L2 error  {rel}")
+    print(f"  weights            {terms(m['weights'])}")
+    print(f"  NTK traces         {terms(m['traces'])}")
+    print(f"  wrote {out}/{{{','.join(m['files'])}}}")
+    if note:
+        print(note)
+
+
+def cmd_ntk_weights(args: argparse.Namespace) -> int:
+    """``pinnlab ntk-weights``: Algorithm 1's weights at initialisation, as JSON on stdout."""
+    problem, net, _ = _setup(args)
+    enable_compilation_cache()
+    w = np.asarray(ntk_weights_at_init(problem, net, args.seed))
+    print(json.dumps({"problem": problem.name, "problem_params": problem.params, "seed": args.seed,
+                      "net": {"width": net.width, "depth": net.depth, "parameterization": net.parameterization,
+                              "init": net.init, "standardize": net.standardize, "activation": net.activation},
+                      "weights": {t: float(v) for t, v in zip(problem.term_names, w, strict=True)}}, indent=2))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``pinnlab report DIR``: rebuild the report from a saved history."""
+    try:
+        history = History.load(args.dir)
+    except (OSError, ValueError, KeyError) as e:
+        raise UsageError(f"cannot load a history from {args.dir!r} ({e}); "
+                         "pass a directory written by pinnlab train") from None
+    try:
+        from pinnlab.report import write_report
+    except ImportError:
+        raise UsageError("the report needs plotly: pip install pinnlab[report]") from None
+    print(write_report(history, args.out or Path(args.dir) / "report.html"))
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """``pinnlab reproduce``: run the presets behind the requested figures."""
+    from pinnlab.reproduce import FIGURE_NAMES, reproduce
+
+    out = prepare_out(args.out)
+    enable_compilation_cache()
+    figures = list(FIGURE_NAMES) if args.figure == "all" else [args.figure]
+    bars: dict[str, Progress] = {}
+
+    def progress(label, trainer, snap):
+        if label not in bars:
+            for bar in bars.values():
+                bar.close()
+            print(f"{label}:", file=sys.stderr)
+            bars[label] = Progress(trainer.config.steps, trainer.problem.term_names, enabled=not args.no_progress)
+        if len(snap.steps):
+            bars[label].update(trainer.step, snap.losses[-1], snap.weights[-1])
+
+    try:
+        results = reproduce(figures, args.scale, out, progress)
+    except KeyboardInterrupt:
+        print("pinnlab: interrupted; figures already finished are written", file=sys.stderr)
+        return 130
+    finally:
+        for bar in bars.values():
+            bar.close()
+    for fig, record in results.items():
+        print(f"{fig}: {out / (fig + '.json')} ({record['seconds']:.0f} s)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``pinnlab`` console script; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version and argparse errors (already printed)
+        return e.code if isinstance(e.code, int) else 2
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"pinnlab: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""``pinnlab reproduce``: run the paper presets and write each figure as HTML plus its numbers as JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from pinnlab import paper
+
+FIGURE_NAMES = tuple(paper.FIGURES)
+
+
+def machine() -> dict:
+    """Where the numbers were produced (they are only comparable on the same machine)."""
+    import jax
+
+    return {"platform": platform.platform(), "python": platform.python_version(), "jax": jax.__version__,
+            "devices": [str(d) for d in jax.devices()], "cpu_count": os.cpu_count()}
+
+
+def experiments_for(figures: list[str]) -> dict[str, list[str]]:
+    """Group requested figures by the experiment that produces them, so each experiment runs once."""
+    groups: dict[str, list[str]] = {}
+    for fig in figures:
+        groups.setdefault(paper.FIGURES[fig][0], []).append(fig)
+    return groups
+
+
+def reproduce(figures: list[str], scale: str, out: Path, progress=None) -> dict[str, dict]:
+    """Run the experiments behind ``figures`` at ``scale``; write ``figN.html`` and ``figN.json`` in ``out``."""
+    results = {}
+    for _, figs in experiments_for(figures).items():
+        t0 = time.perf_counter()
+        exp = paper.FIGURES[figs[0]][1](scale, progress)
+        seconds = time.perf_counter() - t0
+        built = _figures(exp)
+        for fig in figs:
+            record = {"figure": fig, "experiment": exp.name, "scale": scale, "seconds": seconds,
+                      "command": f"pinnlab reproduce {fig} --scale {scale}", "machine": machine(),
+                      "numbers": exp.numbers}
+            _write(out / f"{fig}.json", json.dumps(record, indent=2, default=float).encode())
+            if built is not None:
+                html = built[fig].to_html(include_plotlyjs=True, full_html=True)
+                _write(out / f"{fig}.html", html.encode())
+            results[fig] = record
+    return results
+
+
+def _figures(exp):
+    try:
+        return exp.figures()
+    except ImportError:
+        print("pinnlab: note: figures need plotly (pip install pinnlab[report]); wrote the JSON only",
+              file=sys.stderr)
+        return None
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
