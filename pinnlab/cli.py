@@ -218,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "plotly page) and OUT/figN.json (the numbers, the command and the machine). "
                                        "Figures 6-8 come from one pair of wave runs, which runs once for all three.",
                            formatter_class=formatter)
-    repro.add_argument("figure", choices=[*FIGURE_NAMES, "all"], help="which figure")
+    repro.add_argument("figure", nargs="+", choices=[*FIGURE_NAMES, "all"],
+                       help="one or more figures (fig6 fig7 fig8 share one pair of runs), or all")
     repro.add_argument("--scale", choices=SCALES, default="cpu",
                        help="smoke: seconds (tests); cpu: about 10 minutes per figure on a 2-core laptop; "
                             "full: the paper's exact setup (a GPU helps). Default: cpu")
@@ -569,7 +570,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     out = prepare_out(args.out)
     enable_compilation_cache()
-    figures = list(FIGURE_NAMES) if args.figure == "all" else [args.figure]
+    figures = list(FIGURE_NAMES) if "all" in args.figure else list(dict.fromkeys(args.figure))
     bars: dict[str, Progress] = {}
 
     def progress(label, trainer, snap):

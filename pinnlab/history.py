@@ -16,10 +16,10 @@ FORMAT = "pinnlab-history/1"
 class Snapshot:
     """What one call of :meth:`Trainer.advance` produced.
 
-    ``steps`` are the step counts after each optimiser step; ``losses``, ``weights``, ``traces`` have
-    one row per step and one column per term. ``rel_l2``, ``param_drift``, ``spectra`` and
-    ``ntk_drift`` are filled when measured at the snapshot's last step. ``diverged`` is the first
-    step whose loss was non-finite, if any.
+    ``steps`` are the optimiser steps (0-based) at which each row's ``losses``, ``weights`` and
+    ``traces`` were used; those have one row per step and one column per term. ``rel_l2``,
+    ``param_drift``, ``spectra`` and ``ntk_drift`` are filled when measured at the end of the
+    snapshot. ``diverged`` is the first step whose loss was non-finite, if any.
     """
 
     steps: np.ndarray
@@ -106,11 +106,11 @@ class History:
 
     @property
     def final(self) -> dict:
-        """The numbers a summary needs: last step, error, weights and traces per term."""
+        """The numbers a summary needs: steps taken, error, last weights and traces per term."""
         steps, weights, traces = self.curve("steps"), self.curve("weights"), self.curve("traces")
         last = lambda a: {t: float(v) for t, v in zip(self.terms, a[-1])} if len(a) else {}  # noqa: E731
         return {
-            "steps": int(steps[-1]) if len(steps) else 0,
+            "steps": int(steps[-1]) + 1 if len(steps) else 0,  # steps taken: rows are 0-based step indices
             "rel_l2": self.rel_l2[-1] if self.rel_l2 else None,
             "weights": last(weights), "traces": last(traces),
             "losses": last(self.curve("losses")),

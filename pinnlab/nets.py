@@ -61,6 +61,9 @@ class NetConfig:
     def __post_init__(self):
         _check_positive_int("width", self.width)
         _check_positive_int("depth", self.depth)
+        # numpy integers -> int: the config is written to JSON with every run.
+        object.__setattr__(self, "width", int(self.width))
+        object.__setattr__(self, "depth", int(self.depth))
         _check_choice("parameterization", self.parameterization, PARAMETERIZATIONS)
         _check_choice("init", self.init, INITS)
         _check_choice("activation", self.activation, tuple(ACTIVATIONS))

@@ -68,6 +68,10 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
+        for field in dataclasses.fields(self):  # numpy scalars -> Python numbers (the config goes to JSON)
+            value = getattr(self, field.name)
+            if isinstance(value, np.generic):
+                object.__setattr__(self, field.name, value.item())
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
@@ -255,7 +259,7 @@ class Trainer:
 
         Row i of the record holds the losses, weights and traces used at step ``start + i``. If a
         loss turns non-finite at step s, the state is replayed to step s - 1 (the last step whose
-        loss was finite), the record stops there, and ``snapshot.diverged`` is s.
+        loss was finite), the record stops before it, and ``snapshot.diverged`` is s.
         """
         t0, start, controls = time.perf_counter(), self.step, self.controls()
         parts, remaining, state = [], n, self.state
@@ -267,7 +271,8 @@ class Trainer:
             if bad.any():
                 bad_row = int(np.argmax(bad))  # the loss at step chunk_start + bad_row is non-finite
                 diverged = int(state.step) + bad_row
-                parts.append(tuple(m[:bad_row] for m in metrics))
+                # Rows up to the replayed state only: its own row is recorded when training goes on.
+                parts.append(tuple(m[: max(bad_row - 1, 0)] for m in metrics))
                 if bad_row > 1:  # replay to the last step whose loss was finite
                     state = self._compiled.chunk(bad_row - 1)(state, controls, self.data, self.probe)[0]
                 self.state = state
@@ -278,7 +283,8 @@ class Trainer:
         return self._record(start, parts, t0)
 
     def _record(self, start, parts, t0, diverged=None) -> Snapshot:
-        losses, weights, traces = (np.concatenate([p[i] for p in parts]) for i in range(3))
+        empty = np.zeros((0, len(self.problem.terms)), np.float32)  # advance(0)
+        losses, weights, traces = (np.concatenate([empty] + [p[i] for p in parts]) for i in range(3))
         self.seconds += time.perf_counter() - t0
         snap = Snapshot(steps=np.arange(start, start + len(losses)), losses=losses,
                         weights=weights, traces=traces, diverged=diverged)
