@@ -74,7 +74,7 @@ class TrainConfig:
                 object.__setattr__(self, field.name, value.item())
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+        if isinstance(self.lr, bool) or not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
         for name in ("steps", "update_every", "chunk"):
             value = getattr(self, name)
@@ -85,6 +85,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.decay_steps is not None and self.decay_steps <= 0:
             raise ValueError(f"decay_steps must be positive, got {self.decay_steps!r}")
+        if not (math.isfinite(self.decay_rate) and self.decay_rate > 0):
+            raise ValueError(f"decay_rate must be a positive finite number, got {self.decay_rate!r}")
+        if not (0.0 <= self.momentum < 1.0):
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
         weighting.rule_index(self.weighting)
         if self.initial_weights is not None:
             object.__setattr__(self, "initial_weights", tuple(float(w) for w in self.initial_weights))

@@ -82,7 +82,7 @@ def test_history_loads_back(run_dir):
     out = run_dir[0]
     history = History.load(out)
     m = json.loads((out / "metrics.json").read_text())
-    assert history.curve("steps").tolist() == list(range(1, 201))
+    assert history.curve("steps").tolist() == list(range(200))  # rows: 0-based step indices
     assert history.status == "completed"
     assert history.rel_l2[-1] == pytest.approx(m["rel_l2"])
     assert history.final["weights"] == pytest.approx(m["weights"])
@@ -149,11 +149,11 @@ def test_unwritable_out_dir_exit_2_before_training(tmp_path, monkeypatch):
 def test_help_lists_every_subcommand_and_option():
     code, stdout, _ = run_main(["--help"])
     assert code == 0
-    for command in ("train", "ntk-weights", "report"):
+    for command in ("train", "ntk-weights", "report", "reproduce"):
         assert command in stdout
     parser = cli.build_parser()
     subparsers = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    assert set(subparsers.choices) == {"train", "ntk-weights", "report"}
+    assert set(subparsers.choices) == {"train", "ntk-weights", "report", "reproduce"}
     for name, sub in subparsers.choices.items():
         code, text, _ = run_main([name, "--help"])
         assert code == 0
@@ -259,3 +259,21 @@ def test_subprocess_bad_input_exit_2(tmp_path, cache_home):
                        cache_home)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "'0'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_reproduce_smoke_writes_figure_and_numbers(tmp_path):
+    out = tmp_path / "paper"
+    code, stdout, _ = run_main(["reproduce", "fig4", "--scale", "smoke", "--out", str(out), "--no-progress"])
+    assert code == 0 and "fig4" in stdout
+    record = json.loads((out / "fig4.json").read_text())
+    assert record["scale"] == "smoke" and record["command"] == "pinnlab reproduce fig4 --scale smoke"
+    numbers = record["numbers"]
+    assert set(numbers) >= {"no weights", "NTK weights", "lambda_b=100", "ntk_weights"}
+    assert numbers["lambda_b_over_lambda_r"] > 10  # K_rr dominates K_uu at initialisation
+    html = (out / "fig4.html").read_text()
+    assert "plotly" in html and "<script src=\"http" not in html
+
+
+def test_reproduce_rejects_unknown_figure(tmp_path):
+    code, _, stderr = run_main(["reproduce", "fig9", "--scale", "smoke", "--out", str(tmp_path)])
+    assert code == 2 and "fig9" in stderr and "Traceback" not in stderr

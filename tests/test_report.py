@@ -24,8 +24,8 @@ def history_1d() -> History:
     """A synthetic 1D run: long curves, spectra with zero and negative eigenvalues."""
     x = np.linspace(0, 1, 50, dtype=np.float32)[:, None]
     exact = np.sin(4 * np.pi * x[:, 0])
-    steps = np.arange(1, N_STEPS + 1)
-    losses = np.stack([1.0 / steps, 10.0 / np.sqrt(steps)], axis=1)
+    steps = np.arange(0, N_STEPS)  # rows are 0-based step indices
+    losses = np.stack([1.0 / (steps + 1), 10.0 / np.sqrt(steps + 1)], axis=1)
     spectrum = lambda scale: {"K": scale * np.array([1e3, 1e1, 1e-2, 0.0, -1e-6]),  # noqa: E731
                               "K_u": scale * np.array([1e2, 1.0]), "K_r": scale * np.array([1e3, -1.0])}
     return History(
@@ -45,9 +45,9 @@ def history_2d() -> History:
     """A 2D run record (the wave problem's real grid, 16 x 16) with a made-up prediction."""
     problem = make_problem("wave", n_eval=16)
     history = History.empty(problem, NetConfig(), TrainConfig(), num_params=0)
-    steps = np.arange(1, 11)
+    steps = np.arange(0, 10)
     ones = np.ones((10, 3))
-    history.append(Snapshot(steps=steps, losses=ones / steps[:, None], weights=ones, traces=ones))
+    history.append(Snapshot(steps=steps, losses=ones / (steps[:, None] + 1), weights=ones, traces=ones))
     history.add_eval(10, 0.5, 0.1)
     history.add_spectra(0, {"K": np.array([3.0, 1.0]), "K_u": np.array([1.0]), "K_ut": np.array([1.0]),
                             "K_r": np.array([2.0])}, 0.0)
@@ -65,7 +65,7 @@ def test_long_curves_downsampled_keep_ends(history_1d):
     for fig in (plots.losses(history_1d), plots.weights(history_1d), plots.traces(history_1d)):
         for trace in fig.data:
             assert len(trace.x) <= plots.MAX_POINTS
-            assert trace.x[0] == 1 and trace.x[-1] == N_STEPS
+            assert trace.x[0] == 0 and trace.x[-1] == N_STEPS - 1
     assert plots.losses(history_1d).layout.yaxis.type == "log"
     assert plots.weights(history_1d).layout.yaxis.type == "log"
 
@@ -73,7 +73,7 @@ def test_long_curves_downsampled_keep_ends(history_1d):
 def test_losses_one_line_per_term_with_values(history_1d):
     fig = plots.losses(history_1d)
     assert [t.name for t in fig.data] == ["L u", "L r"]
-    np.testing.assert_allclose(fig.data[0].y, 1.0 / np.asarray(fig.data[0].x))
+    np.testing.assert_allclose(fig.data[0].y, 1.0 / (np.asarray(fig.data[0].x) + 1))
 
 
 def test_trace_ratios(history_1d):
