@@ -98,7 +98,7 @@ def fig6(exp) -> go.Figure:
     h0 = exp.histories[labels[0]]
     shape = h0.grid_shape
     axis = np.unique(h0.grid[:, 1])
-    titles = ["exact u(x, t)"] + [f"{k}: predicted (rel. L2 {exp.numbers[k]['rel_l2']:.2e})" for k in labels]
+    titles = ["exact u(x, t)"] + [f"{k} (L2 {exp.numbers[k]['rel_l2']:.1e})" for k in labels]
     titles += [f"{k}: |error|" for k in labels]
     fig = make_subplots(1, 1 + 2 * len(labels), subplot_titles=titles)
     heat = lambda z, col, **kw: fig.add_heatmap(x=axis, y=axis, z=np.reshape(z, shape), row=1, col=col,  # noqa: E731

@@ -74,7 +74,8 @@ class TrainConfig:
                 object.__setattr__(self, field.name, value.item())
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        if isinstance(self.lr, bool) or not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+        lr_ok = isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool)
+        if not (lr_ok and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
         for name in ("steps", "update_every", "chunk"):
             value = getattr(self, name)
@@ -134,29 +135,31 @@ def total_loss(apply, problem: Problem, params, batches, weights):
     return jnp.sum(weights * losses), losses
 
 
-def make_step(apply, problem: Problem, optimizer):
+def make_step(apply, problem: Problem, optimizer, refresh: bool = True):
     """One optimiser step (with the weight refresh of Algorithm 1 before it) as a scan body.
 
     ``data`` and ``probe`` (the fixed training and NTK points) are arguments, not constants, so runs
-    that differ only in seed, weights or points share one compiled chunk.
+    that differ only in seed, weights or points share one compiled chunk. With ``refresh=False`` the
+    NTK branch is left out entirely: the trainer uses that variant for chunks in which no step is
+    due a refresh (a ``lax.cond`` that never fires still costs ~10% of a small step).
     """
     counts = jnp.asarray([t.n_ntk for t in problem.terms], jnp.float32)
 
     def step(carry: TrainState, controls: Controls, data, probe):
         key, k_batch, k_ntk = jax.random.split(carry.key, 3)
         batches = problem.sample(k_batch) if problem.resample else data
-        ntk_batches = problem.sample(k_ntk, ntk=True) if problem.resample else probe
-        due_weights = (controls.rule > 0) & (carry.step % controls.update_every == 0)
-        due_log = (controls.ntk_every > 0) & (carry.step % jnp.maximum(controls.ntk_every, 1) == 0)
+        traces, weights = carry.traces, carry.weights
+        if refresh:
+            ntk_batches = problem.sample(k_ntk, ntk=True) if problem.resample else probe
+            due_weights = (controls.rule > 0) & (carry.step % controls.update_every == 0)
+            due_log = (controls.ntk_every > 0) & (carry.step % jnp.maximum(controls.ntk_every, 1) == 0)
 
-        def refresh(_):
-            traces = ntk.traces(apply, carry.params, problem.terms, ntk_batches)
-            new = weighting.update(controls.rule, traces, counts, carry.weights, controls.momentum)
-            return traces, jnp.where(due_weights, new, carry.weights)
+            def fresh(_):
+                new_traces = ntk.traces(apply, carry.params, problem.terms, ntk_batches)
+                new = weighting.update(controls.rule, new_traces, counts, carry.weights, controls.momentum)
+                return new_traces, jnp.where(due_weights, new, carry.weights)
 
-        traces, weights = jax.lax.cond(
-            due_weights | due_log, refresh, lambda _: (carry.traces, carry.weights), None
-        )
+            traces, weights = jax.lax.cond(due_weights | due_log, fresh, lambda _: (traces, weights), None)
         grads, losses = jax.grad(
             lambda p: total_loss(apply, problem, p, batches, weights), has_aux=True
         )(carry.params)
@@ -174,20 +177,22 @@ class _Compiled:
     that structure: a second run (another seed, rule, or weights) reuses the compiled code."""
 
     def __init__(self, apply, problem: Problem, optimizer):
-        self.step = make_step(apply, problem, optimizer)
+        self.steps = {flag: make_step(apply, problem, optimizer, flag) for flag in (True, False)}
         self.eval = jax.jit(lambda p: problem.rel_l2(apply, p))
-        self.chunks: dict[int, Any] = {}
+        self.chunks: dict[tuple[int, bool], Any] = {}
         self.traces = 0  # how often a chunk function was traced (= compiled)
 
-    def chunk(self, length: int):
-        if length not in self.chunks:
+    def chunk(self, length: int, refresh: bool = True):
+        """The jitted scan of ``length`` steps, with or without the NTK refresh branch."""
+        if (length, refresh) not in self.chunks:
+            step = self.steps[refresh]
+
             def run(state, controls, data, probe):
                 self.traces += 1
-                body = lambda c, _: self.step(c, controls, data, probe)
-                return jax.lax.scan(body, state, None, length=length)
+                return jax.lax.scan(lambda c, _: step(c, controls, data, probe), state, None, length=length)
 
-            self.chunks[length] = jax.jit(run)
-        return self.chunks[length]
+            self.chunks[length, refresh] = jax.jit(run)
+        return self.chunks[length, refresh]
 
 
 _COMPILED: dict[tuple, _Compiled] = {}
@@ -248,11 +253,15 @@ class Trainer:
             value = getattr(self, name)
             if int(value) < (1 if name == "update_every" else 0):
                 raise ValueError(f"{name} must be {'>= 1' if name == 'update_every' else '>= 0'}, got {value!r}")
-        return Controls(jnp.asarray(weighting.rule_index(self.rule), jnp.int32),
-                        jnp.asarray(int(self.update_every), jnp.int32),
-                        jnp.asarray(int(self.ntk_every), jnp.int32),
-                        jnp.asarray(float(self.lr_scale), jnp.float32),
-                        jnp.asarray(float(self.momentum), jnp.float32))
+        # numpy scalars, not device arrays: building five device scalars costs ~0.25 ms per chunk
+        return Controls(np.int32(weighting.rule_index(self.rule)), np.int32(self.update_every),
+                        np.int32(self.ntk_every), np.float32(self.lr_scale), np.float32(self.momentum))
+
+    def _refresh_due(self, start: int, length: int, controls: Controls) -> bool:
+        """Whether any step in ``[start, start + length)`` refreshes the traces or the weights."""
+        due = lambda every: -(-start // every) * every < start + length  # next multiple of `every`
+        return bool((controls.rule > 0 and due(int(controls.update_every)))
+                    or (controls.ntk_every > 0 and due(int(controls.ntk_every))))
 
     @property
     def step(self) -> int:
@@ -269,7 +278,8 @@ class Trainer:
         parts, remaining, state = [], n, self.state
         while remaining > 0:
             length = min(self.config.chunk, remaining)
-            new_state, metrics = self._compiled.chunk(length)(state, controls, self.data, self.probe)
+            chunk = self._compiled.chunk(length, self._refresh_due(int(state.step), length, controls))
+            new_state, metrics = chunk(state, controls, self.data, self.probe)
             metrics = jax.device_get(metrics)
             bad = ~np.all(np.isfinite(metrics[0]), axis=1)
             if bad.any():
@@ -278,7 +288,9 @@ class Trainer:
                 # Rows up to the replayed state only: its own row is recorded when training goes on.
                 parts.append(tuple(m[: max(bad_row - 1, 0)] for m in metrics))
                 if bad_row > 1:  # replay to the last step whose loss was finite
-                    state = self._compiled.chunk(bad_row - 1)(state, controls, self.data, self.probe)[0]
+                    due = self._refresh_due(int(state.step), bad_row - 1, controls)
+                    replay = self._compiled.chunk(bad_row - 1, due)
+                    state = replay(state, controls, self.data, self.probe)[0]
                 self.state = state
                 return self._record(start, parts, t0, diverged=diverged)
             parts.append(metrics)
@@ -365,5 +377,10 @@ class Trainer:
 def ntk_weights_at_init(problem: Problem, net_config: NetConfig, seed: int = 0) -> np.ndarray:
     """Algorithm 1's weights from the NTK traces of the initial network (paper Sec. 7.2)."""
     trainer = Trainer(problem, net_config, TrainConfig(seed=seed))
-    tr = ntk.traces(trainer.apply, trainer.state.params, problem.terms, trainer.probe)
+    tr = _jitted_traces(trainer.apply, problem)(trainer.state.params, trainer.probe)
     return np.asarray(weighting.ntk(tr, None, None))
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted_traces(apply, problem: Problem):
+    return jax.jit(lambda params, points: ntk.traces(apply, params, problem.terms, points))
