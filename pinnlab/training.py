@@ -135,31 +135,28 @@ def total_loss(apply, problem: Problem, params, batches, weights):
     return jnp.sum(weights * losses), losses
 
 
-def make_step(apply, problem: Problem, optimizer, refresh: bool = True):
+def make_step(apply, problem: Problem, optimizer):
     """One optimiser step (with the weight refresh of Algorithm 1 before it) as a scan body.
 
     ``data`` and ``probe`` (the fixed training and NTK points) are arguments, not constants, so runs
-    that differ only in seed, weights or points share one compiled chunk. With ``refresh=False`` the
-    NTK branch is left out entirely: the trainer uses that variant for chunks in which no step is
-    due a refresh (a ``lax.cond`` that never fires still costs ~10% of a small step).
+    that differ only in seed, weights or points share one compiled chunk.
     """
     counts = jnp.asarray([t.n_ntk for t in problem.terms], jnp.float32)
 
     def step(carry: TrainState, controls: Controls, data, probe):
         key, k_batch, k_ntk = jax.random.split(carry.key, 3)
         batches = problem.sample(k_batch) if problem.resample else data
-        traces, weights = carry.traces, carry.weights
-        if refresh:
-            ntk_batches = problem.sample(k_ntk, ntk=True) if problem.resample else probe
-            due_weights = (controls.rule > 0) & (carry.step % controls.update_every == 0)
-            due_log = (controls.ntk_every > 0) & (carry.step % jnp.maximum(controls.ntk_every, 1) == 0)
+        ntk_batches = problem.sample(k_ntk, ntk=True) if problem.resample else probe
+        due_weights = (controls.rule > 0) & (carry.step % controls.update_every == 0)
+        due_log = (controls.ntk_every > 0) & (carry.step % jnp.maximum(controls.ntk_every, 1) == 0)
 
-            def fresh(_):
-                new_traces = ntk.traces(apply, carry.params, problem.terms, ntk_batches)
-                new = weighting.update(controls.rule, new_traces, counts, carry.weights, controls.momentum)
-                return new_traces, jnp.where(due_weights, new, carry.weights)
+        def fresh(_):
+            traces = ntk.traces(apply, carry.params, problem.terms, ntk_batches)
+            new = weighting.update(controls.rule, traces, counts, carry.weights, controls.momentum)
+            return traces, jnp.where(due_weights, new, carry.weights)
 
-            traces, weights = jax.lax.cond(due_weights | due_log, fresh, lambda _: (traces, weights), None)
+        keep = lambda _: (carry.traces, carry.weights)
+        traces, weights = jax.lax.cond(due_weights | due_log, fresh, keep, None)
         grads, losses = jax.grad(
             lambda p: total_loss(apply, problem, p, batches, weights), has_aux=True
         )(carry.params)
@@ -177,22 +174,23 @@ class _Compiled:
     that structure: a second run (another seed, rule, or weights) reuses the compiled code."""
 
     def __init__(self, apply, problem: Problem, optimizer):
-        self.steps = {flag: make_step(apply, problem, optimizer, flag) for flag in (True, False)}
+        # One step function with the NTK refresh behind a traced lax.cond. A refresh-free variant for
+        # chunks with no refresh due is ~10% faster on tiny steps (E3), but switching the weighting on
+        # would then compile it on the spot: live controls must never recompile, so there is one.
+        self.step = make_step(apply, problem, optimizer)
         self.eval = jax.jit(lambda p: problem.rel_l2(apply, p))
-        self.chunks: dict[tuple[int, bool], Any] = {}
+        self.chunks: dict[int, Any] = {}
         self.traces = 0  # how often a chunk function was traced (= compiled)
 
-    def chunk(self, length: int, refresh: bool = True):
-        """The jitted scan of ``length`` steps, with or without the NTK refresh branch."""
-        if (length, refresh) not in self.chunks:
-            step = self.steps[refresh]
-
+    def chunk(self, length: int):
+        """The jitted scan of ``length`` steps."""
+        if length not in self.chunks:
             def run(state, controls, data, probe):
                 self.traces += 1
-                return jax.lax.scan(lambda c, _: step(c, controls, data, probe), state, None, length=length)
+                return jax.lax.scan(lambda c, _: self.step(c, controls, data, probe), state, None, length=length)
 
-            self.chunks[length, refresh] = jax.jit(run)
-        return self.chunks[length, refresh]
+            self.chunks[length] = jax.jit(run)
+        return self.chunks[length]
 
 
 _COMPILED: dict[tuple, _Compiled] = {}
@@ -257,12 +255,6 @@ class Trainer:
         return Controls(np.int32(weighting.rule_index(self.rule)), np.int32(self.update_every),
                         np.int32(self.ntk_every), np.float32(self.lr_scale), np.float32(self.momentum))
 
-    def _refresh_due(self, start: int, length: int, controls: Controls) -> bool:
-        """Whether any step in ``[start, start + length)`` refreshes the traces or the weights."""
-        due = lambda every: -(-start // every) * every < start + length  # next multiple of `every`
-        return bool((controls.rule > 0 and due(int(controls.update_every)))
-                    or (controls.ntk_every > 0 and due(int(controls.ntk_every))))
-
     @property
     def step(self) -> int:
         return int(self.state.step)
@@ -278,8 +270,7 @@ class Trainer:
         parts, remaining, state = [], n, self.state
         while remaining > 0:
             length = min(self.config.chunk, remaining)
-            chunk = self._compiled.chunk(length, self._refresh_due(int(state.step), length, controls))
-            new_state, metrics = chunk(state, controls, self.data, self.probe)
+            new_state, metrics = self._compiled.chunk(length)(state, controls, self.data, self.probe)
             metrics = jax.device_get(metrics)
             bad = ~np.all(np.isfinite(metrics[0]), axis=1)
             if bad.any():
@@ -288,9 +279,7 @@ class Trainer:
                 # Rows up to the replayed state only: its own row is recorded when training goes on.
                 parts.append(tuple(m[: max(bad_row - 1, 0)] for m in metrics))
                 if bad_row > 1:  # replay to the last step whose loss was finite
-                    due = self._refresh_due(int(state.step), bad_row - 1, controls)
-                    replay = self._compiled.chunk(bad_row - 1, due)
-                    state = replay(state, controls, self.data, self.probe)[0]
+                    state = self._compiled.chunk(bad_row - 1)(state, controls, self.data, self.probe)[0]
                 self.state = state
                 return self._record(start, parts, t0, diverged=diverged)
             parts.append(metrics)

@@ -107,8 +107,11 @@ class LabState:
     @classmethod
     def from_string(cls, text: str) -> LabState:
         """Read a config string; missing fields keep their defaults, unknown keys are an error."""
-        pairs = parse_qsl(text.strip().lstrip("?#"), keep_blank_values=True, strict_parsing=bool(text.strip()))
-        return cls().replace(**dict(pairs))
+        text = text.strip().lstrip("?#")
+        for part in filter(None, text.split("&")):
+            if "=" not in part:
+                raise ValueError(f"config string parts look like key=value, got {part!r}")
+        return cls().replace(**dict(parse_qsl(text, keep_blank_values=True)))
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(LabState))

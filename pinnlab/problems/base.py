@@ -49,7 +49,7 @@ class Term:
         return self.scale * jnp.mean(self.residuals(apply, params, points) ** 2)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # identity hash: caches of compiled code key on it
 class Problem:
     """A PDE with named loss terms, an exact solution and an evaluation grid.
 

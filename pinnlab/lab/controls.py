@@ -1,0 +1,176 @@
+"""The lab's ipywidgets: one widget per :class:`~pinnlab.lab.state.LabState` field, plus the buttons.
+
+Live widgets act at the next chunk; reset widgets only mark the Reset button until it is pressed
+(a rebuild recompiles once, so several changes are batched into one). :class:`Controls` reads the
+widgets into a state and writes a state into the widgets; it holds no training logic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import ipywidgets as w
+
+from pinnlab.lab.state import LIVE, PARAM_NAME, PRESETS, LabState
+from pinnlab.nets import CONVENTIONS
+from pinnlab.problems import PROBLEMS
+from pinnlab.training import OPTIMIZERS
+
+RULE_OPTIONS = [("off (λ = 1)", "none"), ("NTK (Alg. 1)", "ntk"), ("NTK mean + EMA", "ntk_mean")]
+_STYLE = {"description_width": "initial"}
+_PARAM_HELP = {"a": "u = sin(a π x)", "c": "wave speed c", "k": "diffusivity k"}
+
+
+def _int(description: str, low: int, high: int, tooltip: str, width: str = "150px") -> w.BoundedIntText:
+    return w.BoundedIntText(min=low, max=high, description=description, tooltip=tooltip, style=_STYLE,
+                            layout=w.Layout(width=width))
+
+
+def _float(description: str, tooltip: str, width: str = "150px") -> w.FloatText:
+    return w.FloatText(description=description, tooltip=tooltip, style=_STYLE, layout=w.Layout(width=width))
+
+
+def _dropdown(description: str, options, tooltip: str, width: str = "190px") -> w.Dropdown:
+    return w.Dropdown(options=options, description=description, tooltip=tooltip, style=_STYLE,
+                      layout=w.Layout(width=width))
+
+
+def live_widgets(suffixes: tuple[str, ...] = ("",)) -> dict[str, w.Widget]:
+    """The live controls; with several suffixes (compare mode) the rule gets one widget per run."""
+    out: dict[str, w.Widget] = {}
+    for suffix in suffixes:
+        label = f"weighting {suffix.strip('_').upper()}".strip()
+        out[f"rule{suffix}"] = w.ToggleButtons(
+            options=RULE_OPTIONS, description=label, style={**_STYLE, "button_width": "132px"},
+            tooltips=["unweighted loss: every λ = 1", "λ_i = Σ_j Tr K_jj / Tr K_ii (paper Algorithm 1)",
+                      "mean-diagonal variant with a moving average (jaxpi)"])
+    out["update_every"] = _int("weights every", 1, 10**9, "M: refresh the weights every M steps", "170px")
+    out["lr_scale"] = w.FloatLogSlider(base=10, min=-4, max=2, step=0.05, description="lr ×", readout_format=".3g",
+                                       tooltip="multiplies every optimiser update (live)", style=_STYLE,
+                                       layout=w.Layout(width="260px"))
+    out["ntk_every"] = _int("NTK every", 0, 10**9, "refresh the logged traces (and the spectra) every n steps; "
+                            "0 = only with the weights", "150px")
+    return out
+
+
+def reset_widgets() -> dict[str, w.Widget]:
+    """The reset controls (a rebuild and one compile when Reset is pressed)."""
+    return {
+        "problem": _dropdown("problem", list(PROBLEMS), "the PDE (fills in its defaults)", "170px"),
+        "param": _float("a", "the PDE's parameter"),
+        "width": _int("width", 1, 8192, "neurons per hidden layer", "130px"),
+        "depth": _int("depth", 1, 32, "hidden layers", "110px"),
+        "convention": _dropdown("convention", list(CONVENTIONS), "paper_code: standard parameterisation, code init, "
+                                "z-scored inputs; paper_text: NTK parameterisation, N(0,1), raw inputs", "220px"),
+        "optimizer": _dropdown("optimizer", list(OPTIMIZERS), "gradient descent or Adam", "150px"),
+        "lr": _float("lr", "base learning rate", "140px"),
+        "decay": _float("decay/1000", "learning-rate factor per 1000 steps (1 = constant)", "150px"),
+        "n_b": _int("n_b", 2, 10**6, "boundary / initial points (the wave's u_t term gets a third)", "130px"),
+        "n_r": _int("n_r", 2, 10**6, "residual (collocation) points", "130px"),
+        "n_ntk": _int("n_ntk", 2, 10**5, "NTK probe points per term (2D problems)", "130px"),
+        "seed": _int("seed", 0, 2**31 - 1, "initialisation, points and probe points", "120px"),
+        "chunk": _int("chunk", 0, 4096, "steps per jitted call; 0 = auto (~30 ms)", "120px"),
+    }
+
+
+class Controls:
+    """Widgets bound to a state: ``read()`` and ``write()`` never trigger the callbacks of each other."""
+
+    def __init__(self, runs: int = 1):
+        self.suffixes = ("",) if runs == 1 else ("_a", "_b")
+        self.live = live_widgets(self.suffixes)
+        self.reset = reset_widgets()
+        self.preset = _dropdown("preset", [("—", "")] + [(name, name) for name in PRESETS],
+                                "load a preset (rebuilds at once)", "200px")
+        self.preset_help = w.HTML()
+        self.run = w.Button(description="Run", icon="play", button_style="success", tooltip="train live (Run/Pause)",
+                            layout=w.Layout(width="96px"))
+        self.step = w.Button(description="Step", icon="step-forward", tooltip="train one chunk",
+                             layout=w.Layout(width="86px"))
+        self.reset_button = w.Button(description="Reset", icon="refresh", tooltip="rebuild with the reset controls "
+                                     "(recompiles once)", layout=w.Layout(width="90px"))
+        self.export = w.Button(description="Export", icon="download", tooltip="save the History and an HTML report",
+                               layout=w.Layout(width="96px"))
+        self.counter = w.HTML(layout=w.Layout(min_width="420px"))
+        self.status = w.HTML()
+        self.error = w.HTML()
+        self.replay = w.IntSlider(min=0, max=0, value=0, description="replay", continuous_update=True,
+                                  readout=False, style=_STYLE, layout=w.Layout(width="420px"))
+        self.replay_label = w.HTML()
+        self.exported = w.HTML()
+        self.config = w.Text(description="config", continuous_update=False, style=_STYLE,
+                             tooltip="the whole state as one string: copy it to share, paste one to load it",
+                             layout=w.Layout(width="100%"))
+        self._quiet = False
+
+    @contextlib.contextmanager
+    def quiet(self):
+        """Write widget values without firing the change callbacks."""
+        self._quiet, before = True, self._quiet
+        try:
+            yield
+        finally:
+            self._quiet = before
+
+    def observe(self, widget: w.Widget, callback: Callable[[object], None]) -> None:
+        """Call ``callback(new_value)`` on user changes of ``widget`` (not on :meth:`write`)."""
+        widget.observe(lambda change: None if self._quiet else callback(change["new"]), names="value")
+
+    # -- state <-> widgets ------------------------------------------------------------------------
+    def read_reset(self, base: LabState) -> LabState:
+        """``base`` with the reset widgets' values (raises ValueError naming a bad field)."""
+        return base.replace(**{name: widget.value for name, widget in self.reset.items()})
+
+    def write(self, states: list[LabState]) -> None:
+        """Show ``states`` (one per run; reset fields and shared live fields from the first)."""
+        first = states[0]
+        with self.quiet():
+            for name, widget in self.reset.items():
+                widget.value = getattr(first, name)
+            for name in LIVE:
+                if name == "rule":
+                    for suffix, state in zip(self.suffixes, states):
+                        self.live[f"rule{suffix}"].value = state.rule
+                else:
+                    self.live[name].value = getattr(first, name)
+            self.label_param(first.problem)
+
+    def label_param(self, problem: str) -> None:
+        name = PARAM_NAME[problem]
+        self.reset["param"].description = name
+        self.reset["param"].tooltip = _PARAM_HELP[name]
+        self.reset["n_ntk"].disabled = problem == "poisson"  # Poisson's NTK uses its training points
+
+    def mark_pending(self, pending: bool) -> None:
+        """Highlight Reset while the reset widgets differ from the running configuration."""
+        self.reset_button.button_style = "warning" if pending else ""
+        self.reset_button.tooltip = ("reset controls changed: press Reset to rebuild (recompiles once)" if pending
+                                     else "rebuild with the reset controls (recompiles once)")
+
+    def show_running(self, running: bool) -> None:
+        self.run.description, self.run.icon = ("Pause", "pause") if running else ("Run", "play")
+        self.run.button_style = "warning" if running else "success"
+
+    # -- layout ------------------------------------------------------------------------------------------
+    def header(self) -> w.Widget:
+        return w.HBox([self.run, self.step, self.reset_button, self.counter, self.status],
+                      layout=w.Layout(align_items="center", flex_flow="row wrap"))
+
+    def live_box(self) -> w.Widget:
+        rules = [self.live[f"rule{s}"] for s in self.suffixes]
+        rest = [self.live[name] for name in ("update_every", "lr_scale", "ntk_every")]
+        title = w.HTML("<b>live</b> <span style='color:#666'>(act at the next chunk)</span>")
+        return w.VBox([title, *rules, w.HBox(rest, layout=w.Layout(flex_flow="row wrap"))])
+
+    def reset_box(self) -> w.Widget:
+        title = w.HTML("<b>reset</b> <span style='color:#666'>(press Reset to rebuild; recompiles once)</span>")
+        rows = [["problem", "param", "width", "depth", "convention"], ["optimizer", "lr", "decay", "seed", "chunk"],
+                ["n_b", "n_r", "n_ntk"]]
+        boxes = [w.HBox([self.reset[name] for name in row], layout=w.Layout(flex_flow="row wrap")) for row in rows]
+        boxes[-1].children += (self.preset, self.preset_help)
+        return w.VBox([title, *boxes])
+
+    def footer(self) -> w.Widget:
+        return w.VBox([w.HBox([self.replay, self.replay_label, self.export, self.exported],
+                              layout=w.Layout(align_items="center", flex_flow="row wrap")), self.config])

@@ -1,0 +1,239 @@
+"""One training run as the dashboard drives it: whole chunks, thinned curves, keyframes for replay.
+
+No widgets and no plotly here: a :class:`LiveRun` owns a :class:`~pinnlab.training.Trainer` and turns
+its snapshots into what the dashboard draws. Curves keep at most ~2,000 rows (every k-th step, k
+doubling as the run grows), so a frame costs the same at step 100 and at step 10^7. A
+:class:`Keyframe` (prediction, error and, at the NTK period, the spectra on the trainer's fixed probe
+points) is what the replay slider scrubs through.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from collections import deque
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+
+from pinnlab import ntk, weighting
+from pinnlab.history import Snapshot
+from pinnlab.lab import cache
+from pinnlab.lab.state import LabState, build, problem_kwargs
+from pinnlab.problems import make_problem
+from pinnlab.training import Trainer
+
+MAX_ROWS = 2000  # curve rows kept for drawing
+MAX_KEYFRAMES = 240  # replay positions kept (thinned by halves, the first always kept)
+HISTORY_ROWS = 1_000_000  # per-step rows the trainer's History may hold before it is thinned by half
+CHUNK_RANGE = (0.018, 0.06)  # seconds per chunk outside which an auto chunk is re-picked (once)
+
+
+@dataclasses.dataclass
+class Keyframe:
+    """What the slow panels show at one step: prediction on the grid, error, and maybe the spectra."""
+
+    step: int
+    prediction: np.ndarray
+    rel_l2: float
+    spectra: dict[str, np.ndarray] | None = None
+
+
+class Curves:
+    """Per-step losses, weights and traces, every ``stride``-th step, at most :data:`MAX_ROWS` rows.
+
+    When full, every other row is dropped and the stride doubles, so the kept steps stay evenly spread
+    over the whole run. The newest row is always kept apart, so the curves reach the current step.
+    """
+
+    def __init__(self, terms: int, max_rows: int = MAX_ROWS):
+        self.max_rows, self.stride = max_rows, 1
+        self.steps = np.zeros(0, np.int64)
+        self.values = np.zeros((0, 3, terms), np.float32)  # (row, losses|weights|traces, term)
+        self.last: tuple[int, np.ndarray] | None = None
+
+    def extend(self, snap: Snapshot) -> None:
+        if not len(snap.steps):
+            return
+        rows = np.stack([snap.losses, snap.weights, snap.traces], axis=1).astype(np.float32)
+        keep = snap.steps % self.stride == 0
+        self.steps = np.concatenate([self.steps, snap.steps[keep]])
+        self.values = np.concatenate([self.values, rows[keep]])
+        self.last = (int(snap.steps[-1]), rows[-1])
+        while len(self.steps) > self.max_rows:
+            self.stride *= 2
+            keep = self.steps % self.stride == 0
+            self.steps, self.values = self.steps[keep], self.values[keep]
+
+    def view(self) -> tuple[np.ndarray, np.ndarray]:
+        """``steps (n,)`` and ``values (n, 3, m)``, the newest step included."""
+        if self.last is None or (len(self.steps) and self.steps[-1] == self.last[0]):
+            return self.steps, self.values
+        return np.append(self.steps, self.last[0]), np.concatenate([self.values, self.last[1][None]])
+
+
+class LiveRun:
+    """A trainer plus what the dashboard needs from it.
+
+    Args:
+      state: the run's settings.
+      label: shown in compare mode (``"A"``, ``"B"``).
+      params: initial parameters to start from (compare mode shares run A's), default the seed's.
+      chunk: steps per jitted call; default the state's, else remembered for this shape, else estimated.
+    """
+
+    def __init__(self, state: LabState, label: str = "", params=None, chunk: int | None = None):
+        self.state, self.label = state, label
+        self.memo_key = _memo_key(state)
+        self.auto_chunk = state.chunk == 0 and chunk is None
+        chunk = chunk or state.chunk or cache.remembered_chunk(self.memo_key) or self._estimate(state)
+        problem, net, train = build(state, chunk)
+        self.trainer = Trainer(problem, net, train, params=params)
+        self.problem = problem
+        self.terms = problem.term_names
+        self.exact = np.asarray(self.trainer.history.exact, np.float32)
+        self.curves = Curves(len(self.terms))
+        self.keyframes: list[Keyframe] = []
+        self.chunk_seconds: deque[float] = deque(maxlen=6)
+        self.compiled = False  # the first chunk compiles (or loads from the persistent cache)
+        self.thinned = 1  # factor by which the History's per-step rows were thinned
+        self.diverged_at: int | None = None
+        self._history_rows = 0
+        t = self.trainer
+        grid = jnp.asarray(problem.grid)
+        flat0 = jax.flatten_util.ravel_pytree(t.params0)[0]
+        self._predict = jax.jit(lambda p: t.apply(p, grid))
+        self._drift = jax.jit(lambda p: jnp.linalg.norm(jax.flatten_util.ravel_pytree(p)[0] - flat0)
+                              / jnp.linalg.norm(flat0))
+        self._traces = jax.jit(lambda p: ntk.traces(t.apply, p, problem.terms, t.probe))
+        self._counts = jnp.asarray([term.n_ntk for term in problem.terms], jnp.float32)
+        self.keyframe(spectra=True)  # step 0: the faint reference spectra and the untrained prediction
+
+    @staticmethod
+    def _estimate(state: LabState) -> int:
+        problem = make_problem(state.problem, **problem_kwargs(state))
+        width, depth, d = state.width, state.depth, problem.dim
+        params = (d + 1) * width + (depth - 1) * (width + 1) * width + width + 1
+        return cache.estimate_chunk(params, sum(term.n for term in problem.terms))
+
+    # -- training ---------------------------------------------------------------------------------
+    @property
+    def step(self) -> int:
+        return self.trainer.step
+
+    @property
+    def chunk(self) -> int:
+        return self.trainer.config.chunk
+
+    def advance(self) -> Snapshot:
+        """One chunk; the curves and timing are updated, the History kept within :data:`HISTORY_ROWS`."""
+        t0 = time.perf_counter()
+        snap = self.trainer.advance(self.chunk)
+        if self.compiled:
+            self.chunk_seconds.append(time.perf_counter() - t0)
+        self.compiled = True
+        self.curves.extend(snap)
+        self._bound_history(len(snap.steps))
+        if snap.diverged is not None:
+            self.diverged_at = snap.diverged
+        return snap
+
+    def set_chunk(self, chunk: int) -> None:
+        """Use ``chunk`` steps per call from now on (one compile of the new length)."""
+        if chunk != self.chunk:
+            self.trainer.config = dataclasses.replace(self.trainer.config, chunk=int(chunk))
+            self.chunk_seconds.clear()
+            self.compiled = False
+
+    def suggest_chunk(self) -> int | None:
+        """A better auto chunk if the measured chunks fall outside :data:`CHUNK_RANGE`, else None."""
+        if not self.auto_chunk or len(self.chunk_seconds) < self.chunk_seconds.maxlen:
+            return None
+        seconds = statistics.median(self.chunk_seconds)
+        if CHUNK_RANGE[0] <= seconds <= CHUNK_RANGE[1]:
+            return None
+        better = cache.pow2_chunk(seconds / self.chunk)
+        return better if better != self.chunk else None
+
+    def _bound_history(self, new_rows: int) -> None:
+        """Thin the History's per-step rows by half when they pass :data:`HISTORY_ROWS` (a lab runs for hours)."""
+        h = self.trainer.history
+        self._history_rows += new_rows
+        if self._history_rows <= HISTORY_ROWS:
+            return
+        for name in ("steps", "losses", "weights", "traces"):
+            full = np.concatenate(getattr(h, name))
+            keep = np.zeros(len(full), bool)
+            keep[::2] = True
+            keep[-1] = True
+            setattr(h, name, [full[keep]])
+        self._history_rows = len(h.steps[0])
+        self.thinned *= 2
+
+    # -- live controls ---------------------------------------------------------------------------
+    def set_live(self, state: LabState) -> None:
+        """Apply the live fields of ``state`` to the trainer (read at its next chunk, never recompiles).
+
+        Switching the rule acts at once rather than at the next multiple of the refresh period: ``none``
+        sets every weight to 1 (the unweighted loss; the engine's ``none`` would keep the last
+        weights), and a weighting rule computes its weights now, from the traces on the NTK points.
+        """
+        t = self.trainer
+        if state.rule != t.rule:
+            if state.rule == "none":
+                t.state = t.state._replace(weights=jnp.ones_like(t.state.weights))
+            else:
+                traces = self._traces(t.state.params)
+                weights = weighting.update(weighting.rule_index(state.rule), traces, self._counts, t.state.weights,
+                                           t.momentum)
+                t.state = t.state._replace(weights=weights.astype(t.state.weights.dtype),
+                                           traces=traces.astype(t.state.traces.dtype))
+        t.rule, t.update_every, t.ntk_every = state.rule, state.update_every, state.ntk_every
+        t.lr_scale = state.lr_scale
+        self.state = state
+
+    # -- keyframes ---------------------------------------------------------------------------------
+    def keyframe(self, spectra: bool) -> Keyframe:
+        """Prediction and relative L2 error now (recorded in the History), and the NTK spectra if asked."""
+        t = self.trainer
+        pred = np.asarray(self._predict(t.state.params), np.float32)
+        err = float(np.linalg.norm(pred - self.exact) / np.linalg.norm(self.exact))
+        t.history.add_eval(t.step, err, float(self._drift(t.state.params)))
+        eig = None
+        if spectra:
+            eig = {name: np.asarray(v, np.float32) for name, v in t.spectra().items()}
+        frame = Keyframe(t.step, pred, err, eig)
+        if self.keyframes and self.keyframes[-1].step == frame.step:
+            self.keyframes[-1] = frame
+        else:
+            self.keyframes.append(frame)
+        if len(self.keyframes) > MAX_KEYFRAMES:  # halve, keeping the step-0 reference and the newest
+            self.keyframes = self.keyframes[:1] + self.keyframes[2:-1:2] + self.keyframes[-1:]
+        return frame
+
+    def spectra_at(self, index: int) -> Keyframe | None:
+        """The newest keyframe with spectra at or before ``index``."""
+        for frame in reversed(self.keyframes[: index + 1]):
+            if frame.spectra is not None:
+                return frame
+        return None
+
+    def finish_history(self, message: str = ""):
+        """Mark the History with the current prediction and status so it can be saved or reported."""
+        t = self.trainer
+        status = "completed" if self.diverged_at is None else "diverged"
+        if self.diverged_at is not None:
+            message = f"loss became non-finite at step {self.diverged_at}; " + message
+        note = f" (per-step curves thinned {self.thinned}x to bound memory)" if self.thinned > 1 else ""
+        t.history.finish(np.asarray(self._predict(t.state.params)), t.seconds, status, message + note)
+        return t.history
+
+
+def _memo_key(state: LabState) -> str:
+    """What the cost of a step depends on (not the seed, the PDE parameter or the live controls)."""
+    s = state
+    return (f"{jax.default_backend()}:{s.problem}:{s.width}x{s.depth}:{s.convention}:{s.optimizer}:"
+            f"{s.n_b}/{s.n_r}/{s.n_ntk}")
