@@ -12,6 +12,14 @@ from pinnlab.training import TrainConfig, Trainer, ntk_weights_at_init
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    if name == "Lab":  # the dashboard (ipywidgets, plotly) is imported on first use only
+        from pinnlab.lab import Lab
+
+        return Lab
+    raise AttributeError(f"module 'pinnlab' has no attribute {name!r}")
+
 __all__ = [
     "MLP", "PROBLEMS", "Heat1D", "History", "Net", "NetConfig", "Poisson1D", "Problem", "Snapshot",
     "Term", "TrainConfig", "Trainer", "Wave1D", "convention", "derivatives", "make_net", "make_problem",

@@ -179,6 +179,7 @@ class _Compiled:
         # would then compile it on the spot: live controls must never recompile, so there is one.
         self.step = make_step(apply, problem, optimizer)
         self.eval = jax.jit(lambda p: problem.rel_l2(apply, p))
+        self.predict = jax.jit(lambda p: apply(p, jnp.asarray(problem.grid)))
         self.chunks: dict[int, Any] = {}
         self.traces = 0  # how often a chunk function was traced (= compiled)
 
@@ -324,7 +325,7 @@ class Trainer:
         return eig
 
     def prediction(self) -> np.ndarray:
-        return np.asarray(self.apply(self.state.params, jnp.asarray(self.problem.grid)))
+        return np.asarray(self._compiled.predict(self.state.params))
 
     # -- the run ------------------------------------------------------------------------------
     def snapshots(self, steps: int | None = None) -> Iterator[Snapshot]:

@@ -2,9 +2,9 @@
 
 Training runs as one asyncio task on the kernel's event loop (never a thread): a chunk of ~30 ms,
 then ``await asyncio.sleep(0)``, so button clicks and slider moves are handled between chunks and
-live controls act at the next one. Frames are throttled (at most ~10 per second, and to ~6 % of the
+live controls act at the next one. Frames are throttled (at most ~10 per second, and to ~5 % of the
 time, whichever is rarer) and always show the newest data; keyframes (spectra on the trainer's probe
-points, prediction, error) follow the NTK refresh period within a ~5 % time budget. The task goes
+points, prediction, error) follow the NTK refresh period within a ~4 % time budget. The task goes
 through :mod:`pinnlab.lab.tasks`, so a kernel never trains two loops at once.
 """
 
@@ -37,9 +37,9 @@ log = logging.getLogger("pinnlab.lab")
 BACKENDS = ("widget", "static")
 MIN_FRAME_SECONDS = 0.1  # at most ~10 frames per second
 MIN_STATIC_SECONDS = 1.5  # the static backend re-renders its whole figure: rarer
-FRAME_BUDGET = 0.06  # fraction of the time frames may take
-MIN_KEYFRAME_SECONDS = 0.25
-KEYFRAME_BUDGET = 0.05  # fraction of the time spectra + prediction may take
+FRAME_BUDGET = 0.05  # fraction of the time frames may take
+MIN_KEYFRAME_SECONDS = 0.5  # spectra, prediction and error at most twice a second ...
+KEYFRAME_BUDGET = 0.04  # ... and in at most this fraction of the time
 REPORT_SPECTRA = 6  # spectra steps drawn in the exported report (the .npz keeps all)
 
 
@@ -395,7 +395,6 @@ class Lab:
         if better is not None:
             for run in self.runs:
                 run.set_chunk(better)
-            self.runs[0].auto_chunk = False  # re-pick once per build
             cache.remember_chunk(self.runs[0].memo_key, better)
 
     def _settle(self) -> None:

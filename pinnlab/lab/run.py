@@ -22,14 +22,13 @@ import numpy as np
 from pinnlab import ntk, weighting
 from pinnlab.history import Snapshot
 from pinnlab.lab import cache
-from pinnlab.lab.state import LabState, build, problem_kwargs
-from pinnlab.problems import make_problem
+from pinnlab.lab.state import LabState, build
 from pinnlab.training import Trainer
 
 MAX_ROWS = 2000  # curve rows kept for drawing
 MAX_KEYFRAMES = 240  # replay positions kept (thinned by halves, the first always kept)
 HISTORY_ROWS = 1_000_000  # per-step rows the trainer's History may hold before it is thinned by half
-CHUNK_RANGE = (0.018, 0.06)  # seconds per chunk outside which an auto chunk is re-picked (once)
+CHUNK_RANGE = (0.018, 0.06)  # seconds per chunk outside which an auto chunk is re-picked (once per build)
 
 
 @dataclasses.dataclass
@@ -89,9 +88,9 @@ class LiveRun:
         self.state, self.label = state, label
         self.memo_key = _memo_key(state)
         self.auto_chunk = state.chunk == 0 and chunk is None
-        chunk = chunk or state.chunk or cache.remembered_chunk(self.memo_key) or self._estimate(state)
-        problem, net, train = build(state, chunk)
-        self.trainer = Trainer(problem, net, train, params=params)
+        problem, net, train = build(state, chunk=1)
+        chunk = chunk or state.chunk or cache.remembered_chunk(self.memo_key) or _estimate(state, problem)
+        self.trainer = Trainer(problem, net, dataclasses.replace(train, chunk=chunk), params=params)
         self.problem = problem
         self.terms = problem.term_names
         self.exact = np.asarray(self.trainer.history.exact, np.float32)
@@ -110,19 +109,14 @@ class LiveRun:
                               / jnp.linalg.norm(flat0))
         self._traces = jax.jit(lambda p: ntk.traces(t.apply, p, problem.terms, t.probe))
         self._counts = jnp.asarray([term.n_ntk for term in problem.terms], jnp.float32)
+        self._step = t.step
         self.keyframe(spectra=True)  # step 0: the faint reference spectra and the untrained prediction
-
-    @staticmethod
-    def _estimate(state: LabState) -> int:
-        problem = make_problem(state.problem, **problem_kwargs(state))
-        width, depth, d = state.width, state.depth, problem.dim
-        params = (d + 1) * width + (depth - 1) * (width + 1) * width + width + 1
-        return cache.estimate_chunk(params, sum(term.n for term in problem.terms))
 
     # -- training ---------------------------------------------------------------------------------
     @property
     def step(self) -> int:
-        return self.trainer.step
+        """The trainer's step, read once per chunk (each read of the device scalar costs a transfer)."""
+        return self._step
 
     @property
     def chunk(self) -> int:
@@ -135,6 +129,7 @@ class LiveRun:
         if self.compiled:
             self.chunk_seconds.append(time.perf_counter() - t0)
         self.compiled = True
+        self._step = self.trainer.step
         self.curves.extend(snap)
         self._bound_history(len(snap.steps))
         if snap.diverged is not None:
@@ -149,9 +144,13 @@ class LiveRun:
             self.compiled = False
 
     def suggest_chunk(self) -> int | None:
-        """A better auto chunk if the measured chunks fall outside :data:`CHUNK_RANGE`, else None."""
+        """A better auto chunk if the measured chunks fall outside :data:`CHUNK_RANGE`, else None.
+
+        Decided once per build, after the first few timed chunks (later chunks keep their length).
+        """
         if not self.auto_chunk or len(self.chunk_seconds) < self.chunk_seconds.maxlen:
             return None
+        self.auto_chunk = False
         seconds = statistics.median(self.chunk_seconds)
         if CHUNK_RANGE[0] <= seconds <= CHUNK_RANGE[1]:
             return None
@@ -201,11 +200,11 @@ class LiveRun:
         t = self.trainer
         pred = np.asarray(self._predict(t.state.params), np.float32)
         err = float(np.linalg.norm(pred - self.exact) / np.linalg.norm(self.exact))
-        t.history.add_eval(t.step, err, float(self._drift(t.state.params)))
+        t.history.add_eval(self._step, err, float(self._drift(t.state.params)))
         eig = None
         if spectra:
             eig = {name: np.asarray(v, np.float32) for name, v in t.spectra().items()}
-        frame = Keyframe(t.step, pred, err, eig)
+        frame = Keyframe(self._step, pred, err, eig)
         if self.keyframes and self.keyframes[-1].step == frame.step:
             self.keyframes[-1] = frame
         else:
@@ -230,6 +229,13 @@ class LiveRun:
         note = f" (per-step curves thinned {self.thinned}x to bound memory)" if self.thinned > 1 else ""
         t.history.finish(np.asarray(self._predict(t.state.params)), t.seconds, status, message + note)
         return t.history
+
+
+def _estimate(state: LabState, problem) -> int:
+    """The cost model's chunk for this network size and point count."""
+    width, depth, d = state.width, state.depth, problem.dim
+    params = (d + 1) * width + (depth - 1) * (width + 1) * width + width + 1
+    return cache.estimate_chunk(params, sum(term.n for term in problem.terms))
 
 
 def _memo_key(state: LabState) -> str:

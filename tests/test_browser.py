@@ -1,0 +1,246 @@
+"""The dashboard in a real browser: JupyterLab on 127.0.0.1, Debian's chromium driven by Python playwright.
+
+Opens ``notebooks/00_lab.ipynb``, runs its cells up to the dashboard, presses Run, waits for the step
+counter and the NTK spectrum to update in the page, switches the weighting on, checks that the weights
+panel changes while training continues, pauses, and saves a screenshot to ``docs/lab.png`` (used by the
+README). A second test checks the ``backend="static"`` fallback the same way. The server works on a
+copy of the notebook in a temporary directory, so nothing it saves lands in the repository.
+Skipped only when chromium or playwright are missing (CI installs both; never ``playwright install``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+NOTEBOOK = "notebooks/00_lab.ipynb"
+SCREENSHOT = REPO / "docs" / "lab.png"
+CELLS_TO_DASHBOARD = 5  # title, Colab install, imports, section text, `lab = Lab(...); lab`
+STATIC_NOTEBOOK = "notebooks/static_lab.ipynb"
+OUTPUT = ".jp-OutputArea-output"
+
+
+def _static_notebook() -> dict:
+    """A one-cell notebook showing the lab with the static backend (re-rendered plain figures)."""
+    source = 'from pinnlab.lab import Lab\n\nlab = Lab("poisson", backend="static")\nlab'
+    return {"nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": {"name": "python3", "language": "python",
+                                                                            "display_name": "Python 3"}},
+            "cells": [{"cell_type": "code", "id": "static-lab", "metadata": {}, "execution_count": None,
+                       "outputs": [], "source": source}]}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, timeout: float, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"jupyter lab exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"jupyter lab did not answer {url} within {timeout:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Python playwright is not installed")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM,
+                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def jupyter(tmp_path_factory):
+    """A JupyterLab server on a free port with a token, rooted at the repository; shut down afterwards."""
+    pytest.importorskip("jupyterlab")
+    home = tmp_path_factory.mktemp("jupyter")
+    settings = home / "settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false",
+                                                                            "checkForUpdates": False}))
+    root = home / "root"
+    (root / "notebooks").mkdir(parents=True)
+    shutil.copy(REPO / NOTEBOOK, root / NOTEBOOK)
+    (root / STATIC_NOTEBOOK).write_text(json.dumps(_static_notebook()))
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))),
+           "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+           "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "PINNLAB_SMOKE": "1", "OPENBLAS_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+           f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+           f"--ServerApp.root_dir={root}", "--LabApp.news_url=", "--LabApp.expose_app_in_browser=True"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI containers run as root
+        cmd.append("--allow-root")
+    log = open(home / "server.log", "wb")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            _wait_http(f"{base}/api/status?token={token}", 90, proc)
+        except (RuntimeError, TimeoutError) as e:
+            log.flush()
+            raise RuntimeError(f"{e}\n{(home / 'server.log').read_text()[-2000:]}") from None
+        yield base, token
+    finally:
+        proc.send_signal(signal.SIGINT)  # the server shuts its kernels down on SIGINT (twice: no prompt)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the group of the server started here, and its kernels
+            proc.wait(10)
+        log.close()
+
+
+def _step(page) -> int:
+    """The step shown by the dashboard's counter."""
+    text = page.locator(f"{OUTPUT} .widget-html:has-text('steps/s')").first.inner_text()
+    match = re.search(r"step ([\d,]+)", text)
+    return int(match.group(1).replace(",", "")) if match else -1
+
+
+def _paths(page, subplot: str) -> list[str]:
+    """The SVG path data of every line in one subplot (``x4y4``: the spectra, ``x2y2``: the weights)."""
+    return page.eval_on_selector_all(f"{OUTPUT} .subplot.{subplot} .scatterlayer path.js-line",
+                                     "els => els.map(e => e.getAttribute('d') || '')")
+
+
+def _texts(page) -> list[str]:
+    """The dashboard's text widgets (counter, status, error), for failure messages."""
+    return [t[:300] for t in page.locator(f"{OUTPUT} .widget-html").all_inner_texts() if t.strip()]
+
+
+def _tick_value(text: str) -> float:
+    """A plotly tick label as a number: ``"50"``, ``"2k"``, or ``"10\u200b2\u200b"`` (10^2, power format)."""
+    parts = text.replace("\u2212", "-").strip().split("\u200b")
+    try:
+        if len(parts) > 1 and parts[1]:
+            return float(parts[0]) ** int(parts[1])
+        scale = {"k": 1e3, "M": 1e6}.get(parts[0][-1:], 1.0)
+        return float(parts[0][:-1] if scale != 1.0 else parts[0]) * scale
+    except ValueError:
+        return float("nan")
+
+
+def _until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.25)
+
+
+@pytest.fixture
+def page(browser, tmp_path):
+    """A fresh page; on failure its screenshot is kept next to the test's temporary files."""
+    page = browser.new_page(viewport={"width": 1500, "height": 1200})
+    yield page
+    page.screenshot(path=str(tmp_path / "last_page.png"))
+    page.close()
+
+
+def _open_and_run(page, jupyter, notebook: str, last_cell: int) -> list[str]:
+    """Open ``notebook`` in JupyterLab and run its cells up to ``last_cell``; returns the page-error list."""
+    base, token = jupyter
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    # ?reset: a fresh layout, so a notebook left open by an earlier test is not restored next to this one
+    page.goto(f"{base}/lab/tree/{notebook}?reset&token={token}", timeout=120_000)
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+    page.wait_for_function("""(path) => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+        return w && w.context && w.context.path === path && w.sessionContext.session
+            && w.sessionContext.session.kernel && w.sessionContext.session.kernel.status === 'idle'; }""",
+                           arg=notebook, timeout=120_000)
+    # Run the cells through JupyterLab's own commands (simulated key presses can be lost while it loads).
+    page.evaluate("""async (last) => {
+        const app = window.jupyterapp, panel = app.shell.currentWidget;
+        await panel.sessionContext.ready;
+        panel.content.activeCellIndex = last;
+        if (last > 0) await app.commands.execute('notebook:run-all-above');
+        await app.commands.execute('notebook:run-cell');
+    }""", last_cell)
+    return errors
+
+
+def test_dashboard_trains_live_in_jupyterlab(page, jupyter):
+    errors = _open_and_run(page, jupyter, NOTEBOOK, CELLS_TO_DASHBOARD - 1)
+
+    run = page.locator(f"{OUTPUT} button:has-text('Run')").first
+    run.wait_for(timeout=180_000)
+    page.wait_for_selector(f"{OUTPUT} .subplot.x4y4 .scatterlayer path.js-line", timeout=60_000)
+    assert _step(page) == 0
+    spectra_before = _paths(page, "x4y4")
+    assert any(len(d) > 50 for d in spectra_before)  # the step-0 spectra are drawn before training
+
+    t_run = time.monotonic()
+    run.click()
+    _until(lambda: _step(page) > 0, 120, "the step counter to move")
+    first_frame = time.monotonic() - t_run
+    _until(lambda: _paths(page, "x4y4") != spectra_before, 60, "the spectrum to be redrawn")
+    _until(lambda: _step(page) >= 5_000, 120, "5,000 steps")
+
+    weights_before = _paths(page, "x2y2")
+    page.locator(f"{OUTPUT} button:has-text('NTK (Alg. 1)')").first.click()
+    toggled_at = _step(page)
+    _until(lambda: _paths(page, "x2y2") != weights_before, 60, f"the weights curve to change ({_texts(page)})")
+    _until(lambda: _step(page) > toggled_at + 5_000, 120, "5,000 more steps after the toggle")
+    # the weights axis now reaches lambda_u ~ 10^2..10^3 (it spanned 1 before the toggle)
+    ticks = page.eval_on_selector_all(f"{OUTPUT} .yaxislayer-above .y2tick text", "els => els.map(e => e.textContent)")
+    assert max(_tick_value(t) for t in ticks) >= 50, ticks
+
+    page.locator(f"{OUTPUT} button:has-text('Pause')").first.click()
+    _until(lambda: page.locator(f"{OUTPUT} button:has-text('Run')").count() > 0, 30, "Pause to act")
+    paused = _step(page)
+    time.sleep(1.0)
+    assert _step(page) == paused  # Pause stopped the kernel's training task
+
+    dashboard = page.locator(f"{OUTPUT}:has(.subplot.x4y4)").first
+    dashboard.scroll_into_view_if_needed()
+    time.sleep(0.5)
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    dashboard.screenshot(path=str(SCREENSHOT))
+    assert SCREENSHOT.stat().st_size > 20_000
+    assert not [e for e in errors if "pinnlab" in e or "plotly" in e.lower()], errors
+    print(f"browser: Run -> first counter update {first_frame:.1f} s")
+
+
+def test_static_backend_rerenders_in_jupyterlab(page, jupyter):
+    errors = _open_and_run(page, jupyter, STATIC_NOTEBOOK, 0)
+    run = page.locator(f"{OUTPUT} button:has-text('Run')").first
+    run.wait_for(timeout=180_000)
+    page.wait_for_selector(f"{OUTPUT} .js-plotly-plot .subplot.x4y4 .scatterlayer path.js-line", timeout=60_000)
+    losses_before = _paths(page, "xy")
+    run.click()
+    _until(lambda: _step(page) > 0, 120, "the step counter to move")
+    _until(lambda: _paths(page, "xy") != losses_before, 60, "the static figure to be re-rendered")
+    page.locator(f"{OUTPUT} button:has-text('Pause')").first.click()
+    _until(lambda: page.locator(f"{OUTPUT} button:has-text('Run')").count() > 0, 30, "Pause to act")
+    assert page.locator(f"{OUTPUT} .js-plotly-plot").count() == 1  # re-rendered in place, not appended
+    assert not [e for e in errors if "pinnlab" in e or "plotly" in e.lower()], errors
