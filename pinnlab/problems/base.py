@@ -142,3 +142,14 @@ def mesh(*axes: np.ndarray) -> np.ndarray:
     """All combinations of the axes as ``(prod(len), d)`` points, first axis slowest."""
     grids = np.meshgrid(*axes, indexing="ij")
     return np.stack([g.ravel() for g in grids], axis=-1).astype(np.float32)
+
+
+def space_time(n_eval: int) -> dict:
+    """Grid and input statistics of the unit square (t, x) in [0, 1]^2 with uniform sampling.
+
+    The statistics are the exact mean 0.5 and std 1/sqrt(12) of U[0, 1] (the released wave code
+    estimates them from 1e5 samples); the grid is ``n_eval`` x ``n_eval``, t slowest.
+    """
+    axis = np.linspace(0.0, 1.0, n_eval)
+    return dict(coords=("t", "x"), grid=mesh(axis, axis), grid_shape=(n_eval, n_eval), mean=np.full(2, 0.5),
+                std=np.full(2, 1.0 / np.sqrt(12.0)), resample=True)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pinnlab.derivatives import d1, d2
-from pinnlab.problems.base import Problem, Term, mesh, stacked, uniform
+from pinnlab.problems.base import Problem, Term, space_time, stacked, uniform
 
 T, X = 0, 1
 
@@ -37,17 +37,11 @@ def Heat1D(k: float = 0.1, n_u: int = 150, n_r: int = 300, n_ntk: int = 150, n_e
         Term("u", lambda u, p: u(p) - exact(p), boundary, n_u, n_ntk),
         Term("r", lambda u, p: d1(u, T)(p) - k * d2(u, X)(p), uniform([0.0, 0.0], [1.0, 1.0]), n_r, n_ntk),
     )
-    axis = np.linspace(0.0, 1.0, n_eval)
     return Problem(
         name="heat",
-        coords=("t", "x"),
         terms=terms,
         exact=exact,
-        grid=mesh(axis, axis),
-        grid_shape=(n_eval, n_eval),
-        mean=np.full(2, 0.5),
-        std=np.full(2, 1.0 / np.sqrt(12.0)),
-        resample=True,
+        **space_time(n_eval),
         default_init="glorot_normal",
         params={"k": k, "n_u": n_u, "n_r": n_r, "n_ntk": n_ntk},
     )

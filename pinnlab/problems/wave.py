@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pinnlab.derivatives import d1, d2
-from pinnlab.problems.base import Problem, Term, mesh, stacked, uniform
+from pinnlab.problems.base import Problem, Term, space_time, stacked, uniform
 
 T, X = 0, 1  # input order of the released code: (t, x)
 
@@ -46,17 +46,11 @@ def Wave1D(
         Term("ut", lambda u, p: d1(u, T)(p), initial, n_ut, n_ntk),
         Term("r", lambda u, p: d2(u, T)(p) - c**2 * d2(u, X)(p), inside, n_r, n_ntk),
     )
-    axis = np.linspace(0.0, 1.0, n_eval)
     return Problem(
         name="wave",
-        coords=("t", "x"),
         terms=terms,
         exact=exact,
-        grid=mesh(axis, axis),
-        grid_shape=(n_eval, n_eval),
-        mean=np.full(2, 0.5),
-        std=np.full(2, 1.0 / np.sqrt(12.0)),
-        resample=True,
+        **space_time(n_eval),
         default_init="glorot_normal",
         params={"c": c, "a": a, "n_u": n_u, "n_ut": n_ut, "n_r": n_r, "n_ntk": n_ntk},
     )
