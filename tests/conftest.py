@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import tempfile
 import types
 
 import jax
@@ -21,6 +23,10 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from pinnlab import make_problem, nets, ntk
+
+# The CLI and the lab turn on JAX's persistent compilation cache under $XDG_CACHE_HOME/pinnlab: keep the
+# tests' entries out of the user's cache (and the user's out of the tests).
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="pinnlab-test-cache-")
 
 PROBLEM_NAMES = ("poisson", "wave", "heat")
 # The residuals do not depend on the point counts; small counts keep samples and grids cheap.
