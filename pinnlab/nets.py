@@ -165,6 +165,8 @@ def _apply_for(config, in_dim, stats, graphdef, rest) -> Apply:
         def apply(params: Params, x: jax.Array) -> jax.Array:
             return nnx.merge(graphdef, nnx.State(params), rest)(x)
 
+        # the module stores its statistics in float32: the structured NTK must use the same numbers
+        apply.mlp_spec = (config, np.float32(stats[0]), np.float32(stats[1]))  # for pinnlab.ntk_structured
         _APPLY[key] = apply
     return _APPLY[key]
 

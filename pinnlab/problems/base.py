@@ -32,6 +32,10 @@ class Term:
       n_ntk: points on which the term's NTK block is computed (for weights and spectra).
       scale: loss multiplier (the released wave code sums three means of 100 points for ``u``,
         which is 3 x the mean over 300 points).
+      operator: optional declaration that the residual is linear in the network: a dict from
+        stream (``"u"``, ``"d<i>"`` for du/dx_i, ``"dd<i>"`` for d2u/dx_i2, e.g. ``"dd0"``) to a constant
+        coefficient, so that ``residual = sum_k c_k u_k - forcing``. Enables the structured NTK
+        (:mod:`pinnlab.ntk_structured`); a test checks each declaration against the residual.
     """
 
     name: str
@@ -40,6 +44,7 @@ class Term:
     n: int
     n_ntk: int
     scale: float = 1.0
+    operator: dict | None = dataclasses.field(default=None, hash=False, compare=False)
 
     def residuals(self, apply, params, points: jax.Array) -> jax.Array:
         """Residuals at a batch of points, shape ``(n,)``."""

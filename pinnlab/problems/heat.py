@@ -34,8 +34,9 @@ def Heat1D(k: float = 0.1, n_u: int = 150, n_r: int = 300, n_ntk: int = 150, n_e
         (uniform([0.0, 1.0], [1.0, 1.0]), 1 / 3),
     )
     terms = (
-        Term("u", lambda u, p: u(p) - exact(p), boundary, n_u, n_ntk),
-        Term("r", lambda u, p: d1(u, T)(p) - k * d2(u, X)(p), uniform([0.0, 0.0], [1.0, 1.0]), n_r, n_ntk),
+        Term("u", lambda u, p: u(p) - exact(p), boundary, n_u, n_ntk, operator={"u": 1.0}),
+        Term("r", lambda u, p: d1(u, T)(p) - k * d2(u, X)(p), uniform([0.0, 0.0], [1.0, 1.0]), n_r, n_ntk,
+             operator={f"d{T}": 1.0, f"dd{X}": -k}),
     )
     return Problem(
         name="heat",

@@ -42,9 +42,10 @@ def Wave1D(
     inside = uniform([0.0, 0.0], [1.0, 1.0])
     terms = (
         Term("u", lambda u, p: u(p) - exact(p), stacked((initial, 1 / 3), (left, 1 / 3), (right, 1 / 3)),
-             n_u, n_ntk, scale=3.0),
-        Term("ut", lambda u, p: d1(u, T)(p), initial, n_ut, n_ntk),
-        Term("r", lambda u, p: d2(u, T)(p) - c**2 * d2(u, X)(p), inside, n_r, n_ntk),
+             n_u, n_ntk, scale=3.0, operator={"u": 1.0}),
+        Term("ut", lambda u, p: d1(u, T)(p), initial, n_ut, n_ntk, operator={f"d{T}": 1.0}),
+        Term("r", lambda u, p: d2(u, T)(p) - c**2 * d2(u, X)(p), inside, n_r, n_ntk,
+             operator={f"dd{T}": 1.0, f"dd{X}": -(c**2)}),
     )
     return Problem(
         name="wave",
