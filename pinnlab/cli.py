@@ -13,7 +13,6 @@ Exit codes: 0 done, 1 training diverged (files are still written), 2 bad input (
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import inspect
 import json
 import math
@@ -26,6 +25,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from pinnlab.cache import enable_compilation_cache
 from pinnlab.history import History
 from pinnlab.nets import ACTIVATIONS, CONVENTIONS, INITS, PARAMETERIZATIONS, convention
 from pinnlab.problems import PROBLEMS, make_problem
@@ -358,25 +358,6 @@ def prepare_out(path: str) -> Path:
         reason = e.strerror or type(e).__name__
         raise UsageError(f"cannot write to --out {path!r} ({reason}); choose a writable directory") from None
     return out
-
-
-def enable_compilation_cache() -> None:
-    """JAX's persistent compilation cache under the user cache dir (reruns skip XLA compiles)."""
-    try:
-        import jax
-
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        path = os.path.join(base, "pinnlab", "jax")
-        os.makedirs(path, exist_ok=True)
-        jax.config.update("jax_compilation_cache_dir", path)
-        # A short CPU run is dominated by many small compiles (eager ops, the chunk): caching them all
-        # makes a rerun ~2x faster, but only JAX's LRU eviction (which needs filelock) keeps such a
-        # cache bounded, so without filelock keep JAX's default (compiles over 1 s only).
-        if importlib.util.find_spec("filelock") is not None:
-            jax.config.update("jax_compilation_cache_max_size", 256 * 2**20)
-            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    except Exception:  # a cache is an optimisation: never fail a run over it
-        pass
 
 
 # -- progress -------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""What the lab remembers between kernel starts: XLA compilations and the chunk length that fit ~30 ms.
+"""What the lab remembers between kernel starts: XLA compilations (:mod:`pinnlab.cache`) and the chunk
+length that fit ~30 ms.
 
 Both live under the user cache directory (``$XDG_CACHE_HOME`` or ``~/.cache``)``/pinnlab``, the same
 place the CLI keeps its JAX cache, so a second start of the same lab skips the compile of its chunk.
@@ -6,44 +7,18 @@ place the CLI keeps its JAX cache, so a second start of the same lab skips the c
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
 from pathlib import Path
 
+from pinnlab.cache import directory, enable_compilation_cache
+
+__all__ = ["directory", "enable_compilation_cache", "estimate_chunk", "pow2_chunk", "remember_chunk",
+           "remembered_chunk"]
+
 TARGET_SECONDS = 0.03  # one chunk: long enough to amortise the call, short enough for Pause to feel instant
 MAX_CHUNK = 4096
-
-
-def directory() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "pinnlab"
-
-
-def enable_compilation_cache() -> None:
-    """Turn on JAX's persistent compilation cache under :func:`directory` (never fails a lab over it).
-
-    Every compile is kept, not only those over JAX's default 1 s: building a lab runs dozens of small
-    compiles (initialisers, samplers, the NTK panels) that together take seconds and ~0.3 MB on disk
-    per configuration. JAX bounds the cache (256 MB, least recently used first) only when ``filelock``
-    is installed. The cache is re-initialised, so this works even after something else compiled.
-    """
-    try:
-        import jax
-        from jax.experimental.compilation_cache import compilation_cache
-
-        path = directory() / "jax"
-        path.mkdir(parents=True, exist_ok=True)
-        if jax.config.jax_compilation_cache_dir == str(path):
-            return
-        jax.config.update("jax_compilation_cache_dir", str(path))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-        if importlib.util.find_spec("filelock") is not None:
-            jax.config.update("jax_compilation_cache_max_size", 256 * 2**20)
-        compilation_cache.reset_cache()  # JAX decides once, at its first compile, whether a cache is used
-    except Exception:  # a cache is an optimisation
-        pass
 
 
 def estimate_chunk(num_params: int, points: int) -> int:
