@@ -5,9 +5,19 @@ For loss terms i and j with residuals r_i, r_j at points X_i, X_j, the block is
     K_ij = J_i J_j^T,    J_i = d r_i(X_i; theta) / d theta   (n_i x P, all weights and biases).
 
 The full kernel K stacks the blocks in term order. Only the diagonal of a block is needed for the
-weights of Algorithm 1 (Tr K_ii = sum_x ||d r_i(x) / d theta||^2), and it is computed point by point
-without forming J. Blocks are computed in chunks of points so that memory stays O(chunk x P): a left
-panel of J_i is kept while panels of J_j stream past it.
+weights of Algorithm 1 (Tr K_ii = sum_x ||d r_i(x) / d theta||^2).
+
+Two methods compute the same numbers (tests pin both against an explicit J J^T in float64):
+
+- ``"structured"`` (:mod:`pinnlab.ntk_structured`): for a pinnlab MLP and a term that declares its
+  linear operator, K is assembled from the Taylor-stream factors of each layer, never forming J:
+  ~10x faster and ~10x less memory at paper scale.
+- ``"jacobian"``: per-point parameter gradients for any net and any term. Blocks are computed in
+  chunks of points so that memory stays O(chunk x P): a left panel of J_i is kept while panels of
+  J_j stream past it; the diagonal is computed point by point.
+
+``method="auto"`` (the default) takes the structured path where it applies to every term involved and
+the Jacobian path otherwise; :func:`explain` says which, and why.
 """
 
 from __future__ import annotations
@@ -19,11 +29,36 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pinnlab import ntk_structured
 from pinnlab.nets import Apply, Params
 from pinnlab.problems.base import Term
 
 DEFAULT_MAX_BYTES = 1 << 30  # Jacobian panels in flight for `block`/`kernel`
 DEFAULT_TRACE_BYTES = 1 << 28  # per-point gradients in flight for `diagonal`/`traces`
+METHODS = ("auto", "structured", "jacobian")
+
+
+def explain(apply: Apply, terms: Sequence[Term]) -> dict[str, str]:
+    """Per term name, the method ``"auto"`` takes for it and why: ``"structured"`` or
+    ``"jacobian: <reason>"`` (a kernel mixing both takes the Jacobian path)."""
+    out = {}
+    for term in terms:
+        why = ntk_structured.reason_not_structured(apply, term)
+        out[term.name] = "structured" if why is None else f"jacobian: {why}"
+    return out
+
+
+def resolve_method(apply: Apply, terms: Sequence[Term], method: str = "auto") -> str:
+    """``"structured"`` or ``"jacobian"`` for these terms; ``"structured"`` raises if it does not apply."""
+    if method not in METHODS:
+        raise ValueError(f"unknown NTK method {method!r}; choose one of {', '.join(METHODS)}")
+    if method == "jacobian":
+        return method
+    if method == "structured":
+        ntk_structured.check_applies(apply, terms)
+        return method
+    applies = all(ntk_structured.reason_not_structured(apply, t) is None for t in terms)
+    return "structured" if applies else "jacobian"
 
 
 def point_gradient(apply: Apply, term: Term):
@@ -95,25 +130,42 @@ def _panel_rows(apply, params, term_i, x_i, rights, max_bytes):
 
 def block(
     apply: Apply, params: Params, term_i: Term, x_i, term_j: Term | None = None, x_j=None,
-    *, max_bytes: int = DEFAULT_MAX_BYTES,
+    *, max_bytes: int | None = None, method: str = "auto",
 ) -> np.ndarray:
     """K_ij = J_i J_j^T (``K_ii`` when the second term is omitted), as a host array.
 
-    ``max_bytes`` bounds the Jacobian panels held at once; lower it on small machines.
+    ``max_bytes`` bounds the panels held at once (Jacobian panels, default 1 GiB, or stream Gram
+    panels, default 128 MiB); lower it on small machines. ``method``: see the module docstring.
     """
+    same = term_j is None
     x_i = jnp.asarray(x_i)
-    if term_j is None:
+    if same:
         term_j, x_j = term_i, x_i
     x_j = jnp.asarray(x_j)
-    return _panel_rows(apply, params, term_i, x_i, [(term_j, x_j)], max_bytes)[0]
+    if resolve_method(apply, (term_i, term_j), method) == "structured":
+        fn = ntk_structured.jitted_block(apply, term_i, term_j, same, _budget(max_bytes, "structured"))
+        return np.asarray(fn(params, x_i) if same else fn(params, x_i, x_j))
+    return _panel_rows(apply, params, term_i, x_i, [(term_j, x_j)], _budget(max_bytes, "jacobian"))[0]
+
+
+def _budget(max_bytes: int | None, method: str) -> int:
+    if max_bytes is None:
+        return ntk_structured.DEFAULT_MAX_BYTES if method == "structured" else DEFAULT_MAX_BYTES
+    if not isinstance(max_bytes, (int, np.integer)) or max_bytes <= 0:
+        raise ValueError(f"max_bytes must be a positive integer, got {max_bytes!r}")
+    return int(max_bytes)
 
 
 def kernel(
     apply: Apply, params: Params, terms: Sequence[Term], points: Sequence,
-    *, max_bytes: int = DEFAULT_MAX_BYTES,
+    *, max_bytes: int | None = None, method: str = "auto",
 ) -> np.ndarray:
-    """The full K = J J^T with J = [J_1; ...; J_m], blocks in term order."""
+    """The full K = J J^T with J = [J_1; ...; J_m], blocks in term order, as a host array."""
     points = [jnp.asarray(x) for x in points]
+    if resolve_method(apply, terms, method) == "structured":
+        fn = ntk_structured.jitted_kernel(apply, tuple(terms), _budget(max_bytes, "structured"))
+        return np.asarray(fn(params, points))
+    max_bytes = _budget(max_bytes, "jacobian")
     sizes = [x.shape[0] for x in points]
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     dtype = jax.tree.leaves(params)[0].dtype
@@ -128,12 +180,17 @@ def kernel(
 
 
 def diagonal(
-    apply: Apply, params: Params, term: Term, points: jax.Array, *, batch_size: int | None = None
+    apply: Apply, params: Params, term: Term, points: jax.Array, *, batch_size: int | None = None,
+    method: str = "auto",
 ) -> jax.Array:
-    """diag(K_ii) = ||d r(x) / d theta||^2 per point, never holding more than ``batch_size`` gradients.
+    """diag(K_ii) = ||d r(x) / d theta||^2 per point.
 
-    Pure and traceable: usable inside ``jit`` and inside the training step.
+    The Jacobian path never holds more than ``batch_size`` per-point gradients (the structured path
+    holds O(n S (in + out)) numbers per layer and ignores it). Pure and traceable: usable inside
+    ``jit`` and inside the training step.
     """
+    if resolve_method(apply, (term,), method) == "structured":
+        return ntk_structured.diagonal(apply, params, term, points)
     grad = point_gradient(apply, term)
     if batch_size is None:
         row_bytes = num_params(params) * jax.tree.leaves(params)[0].dtype.itemsize
@@ -145,9 +202,11 @@ def diagonal(
     return jax.lax.map(sq_norm, points, batch_size=batch_size)
 
 
-def traces(apply: Apply, params: Params, terms: Sequence[Term], points: Sequence) -> jax.Array:
+def traces(
+    apply: Apply, params: Params, terms: Sequence[Term], points: Sequence, *, method: str = "auto"
+) -> jax.Array:
     """``[Tr K_11, ..., Tr K_mm]``: the numbers Algorithm 1 needs. Pure and traceable."""
-    return jnp.stack([jnp.sum(diagonal(apply, params, t, x)) for t, x in zip(terms, points)])
+    return jnp.stack([jnp.sum(diagonal(apply, params, t, x, method=method)) for t, x in zip(terms, points)])
 
 
 def eigenvalues(k) -> np.ndarray:

@@ -1,34 +1,45 @@
 """The PINN NTK of an MLP from Taylor streams, without per-point parameter gradients.
 
 For a dense layer ``z = s (h W) + b`` the residual's derivative is a sum of outer products, one per
-Taylor stream of the operator (the value, d/dx_i and d^2/dx_i^2 of every hidden state are carried
-forward as their own streams ``h_k``): per point ``dr/dW = s * sum_k a_k g_k^T`` with ``a_k`` the
-layer's input in stream k and ``g_k = dr/dz_k``; the bias sees the primal stream only. So
+Taylor stream of the operator (:mod:`pinnlab.streams`: the value, d/dx_i and d^2/dx_i^2 of every
+hidden state travel as their own streams ``h_k``): per point
 
-    K_ij^(W) = s^2 sum_{k, m} (A_k^i A_m^j^T) o (G_k^i G_m^j^T),     K_ij^(b) = G_p^i G_p^j^T,
+    dr/dW = s sum_k a_k g_k^T,    dr/db = g_u,
 
-with the A's from one forward pass and the G's from one batched backward pass (points do not
-interact). The cost per layer and stream pair is N_i N_j (in + out) instead of N_i N_j in out, and J
-is never formed. This module is the first part of the structured-NTK work (issue 5): exact blocks,
-tested against :mod:`pinnlab.ntk`'s Jacobian path; it is not yet the default path.
+with ``a_k`` the layer's input in stream k and ``g_k = dr/dz_k``; the bias sees the primal stream only.
+Folding s and the bias into one factor ``a'_k = [s a_k, [k = u]]`` (length in + 1) gives
 
-A term takes this path when it declares its ``operator`` (a dict from stream to constant coefficient:
-``"u"``, ``"d<i>"``, ``"dd<i>"``) and the net is a pinnlab MLP (its ``apply`` carries ``mlp_spec``).
+    J_l(x) = sum_k a'_k(x) g_k(x)^T,    K_ij = sum_l sum_{k, m} (A'_k^i A'_m^j^T) o (G_k^i G_m^j^T)
+
+(o: elementwise product). The A's come from one forward pass and the G's from one batched backward
+pass (points do not interact). A layer's block costs N_i N_j S_i S_j (in + out) this way against
+N_i N_j in out through J, and J is never formed; for the thin first and last layers (in or out tiny)
+J_l itself is the cheaper route and is used. The diagonal, ``diag K_ii(x) = sum_l sum_{k,m}
+(a'_k . a'_m)(g_k . g_m)``, costs O(N S^2 (in + out)), and ``K v = J (J^T v)`` is two passes over the
+factors, for matrix-free eigensolvers.
+
+A term takes this path when it declares its ``operator`` (stream -> constant coefficient) and the net
+is a pinnlab MLP (its ``apply`` carries ``mlp_spec``); :func:`reason_not_structured` says why not.
 """
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pinnlab.nets import ACTIVATIONS
+from pinnlab import streams
+from pinnlab.streams import PRIMAL
 
-PRIMAL = "u"
+DEFAULT_MAX_BYTES = 1 << 27  # stream Gram panels in flight per block (128 MiB)
 
 
 def reason_not_structured(apply, term) -> str | None:
-    """Why the structured path does not apply (None when it does)."""
+    """Why the structured path does not apply to ``term`` on this net (None when it does)."""
     if getattr(apply, "mlp_spec", None) is None:
         return "the network is not a pinnlab MLP (its apply function has no mlp_spec)"
     if getattr(term, "operator", None) is None:
@@ -36,112 +47,209 @@ def reason_not_structured(apply, term) -> str | None:
     return None
 
 
-def _parse(key: str) -> tuple[int, int]:
-    """``"d1"`` -> (1, 1), ``"dd0"`` -> (2, 0): derivative order and input direction."""
-    order = 2 if key.startswith("dd") else 1
-    return order, int(key[order:])
+def check_applies(apply, terms) -> None:
+    """Raise a ValueError that says why when the structured path does not apply to every term."""
+    for term in terms:
+        why = reason_not_structured(apply, term)
+        if why:
+            raise ValueError(f"structured NTK does not apply: {why}; use method='jacobian'")
 
 
-def _streams(operator: dict) -> tuple:
-    """Streams a term needs: the primal, d/dx_i for every direction used, d2/dx_i2 where asked."""
-    parsed = [_parse(k) for k in operator if k != PRIMAL]
-    keys = [PRIMAL]
-    for i in sorted({i for _, i in parsed}):
-        keys.append(f"d{i}")
-        if (2, i) in parsed:
-            keys.append(f"dd{i}")
-    return tuple(keys)
+class Factors(NamedTuple):
+    """One layer's factors for one term: ``a`` (S, n, in + 1) with s and the bias folded in, ``g`` (S, n, out)."""
+
+    a: jax.Array
+    g: jax.Array
 
 
-def _derivatives(activation):
-    phi = ACTIVATIONS[activation]
-    d1 = lambda z: jax.jvp(phi, (z,), (jnp.ones_like(z),))[1]
-    d2 = lambda z: jax.jvp(d1, (z,), (jnp.ones_like(z),))[1]
-    return phi, d1, d2
+def pure_streams(operator: dict) -> tuple[str, ...]:
+    """Streams of the operator that no other stream reads: every d2/dx_i2, and d/dx_i where d2/dx_i2 is
+    not needed (and the primal when it is the only stream).
+
+    Backward through such a stream is the same linear recursion, ``g^l = phi'(z^l) o (s g^(l+1) W^T)``
+    from ``g^L = c_k``, so ``g_k = c_k b`` for one vector b: their outer products add up to one,
+    ``sum_k a_k g_k^T = (sum_k (c_k / c_0) a_k) g_0^T``, and the wave residual needs 4 streams, not 5.
+    """
+    keys = streams.stream_keys(operator)
+    read = {f"d{streams.parse(k)[1]}" for k in keys if k.startswith("dd")} | ({PRIMAL} if len(keys) > 1 else set())
+    return tuple(k for k in keys if k in operator and operator[k] != 0 and k not in read)
 
 
-def _forward(spec, params, x, keys, offsets):
-    """Streams through the MLP for one point: the inputs of every layer and the output streams."""
-    config, mean, std = spec
-    phi, dphi, d2phi = _derivatives(config.activation)
-    inv = 1.0 / jnp.asarray(std, x.dtype) if config.standardize else jnp.ones_like(x)
-    h = {PRIMAL: (x - jnp.asarray(mean, x.dtype)) * inv if config.standardize else x}
-    for k in keys[1:]:
-        order, i = _parse(k)
-        h[k] = jnp.zeros_like(x).at[i].set(inv[i]) if order == 1 else jnp.zeros_like(x)
-    layers = [params["layers"][i] for i in sorted(params["layers"])]
-    inputs = []
-    for depth, layer in enumerate(layers):
-        w, b = layer["w"], layer["b"]
-        s = 1.0 / np.sqrt(w.shape[0]) if config.parameterization == "ntk" else 1.0
-        inputs.append(h)
-        z = {k: s * (v @ w) + (b if k == PRIMAL else 0.0) + offsets[depth][k] for k, v in h.items()}
-        if depth == len(layers) - 1:
-            return inputs, {k: v[0] for k, v in z.items()}
-        f1, f2 = dphi(z[PRIMAL]), d2phi(z[PRIMAL])
-        h = {PRIMAL: phi(z[PRIMAL])}
-        for k in keys[1:]:
-            order, i = _parse(k)
-            h[k] = f1 * z[k] if order == 1 else f2 * z[f"d{i}"] ** 2 + f1 * z[k]
-    raise AssertionError("unreachable")
-
-
-def operator_value(spec, params, x, operator: dict):
-    """sum_k c_k (stream k of the output) at one point: the residual without its forcing."""
-    keys = _streams(operator)
-    offsets = _zero_offsets(params, keys, x.dtype)
-    _, out = _forward(spec, params, x, keys, offsets)
-    return sum(c * out[k] for k, c in operator.items())
-
-
-def _zero_offsets(params, keys, dtype):
-    layers = [params["layers"][i] for i in sorted(params["layers"])]
-    return [{k: jnp.zeros(layer["b"].shape, dtype) for k in keys} for layer in layers]
-
-
-def factors(spec, params, term, points):
-    """Per layer: the streams' layer inputs A_k (n, in) and residual gradients G_k = dr/dz_k (n, out)."""
-    keys = _streams(term.operator)
+def factors(spec, params, term, points: jax.Array) -> list[Factors]:
+    """Per layer, the stream factors of ``term`` at ``points`` (n, d); pure streams merged into one."""
+    keys, operator = streams.stream_keys(term.operator), term.operator
+    pure = pure_streams(operator)
+    lead = max(pure, key=lambda k: abs(operator[k])) if pure else None
+    config = spec[0]
 
     def one(x):
-        offsets = _zero_offsets(params, keys, x.dtype)
+        def r(offsets):
+            inputs, out = streams.forward(spec, params, x, keys, offsets)
+            return sum(c * out[k] for k, c in operator.items()), inputs
 
-        def r(offs):
-            _, out = _forward(spec, params, x, keys, offs)
-            return sum(c * out[k] for k, c in term.operator.items())
+        return jax.grad(r, has_aux=True)(streams.zero_offsets(params, keys, x.dtype))
 
-        inputs, _ = _forward(spec, params, x, keys, offsets)
-        return inputs, jax.grad(r)(offsets)
+    grads, inputs = jax.vmap(one)(points)
+    out = []
+    for layer, a, g in zip(streams.layers(params), inputs, grads):
+        s = streams.layer_scale(config, layer["w"])
+        kept = [k for k in keys if k not in pure]
+        a_list, g_list = [s * a[k] for k in kept], [g[k] for k in kept]
+        if lead is not None:
+            a_list.append(sum(s * (operator[k] / operator[lead]) * a[k] for k in pure))
+            g_list.append(g[lead])
+        a = jnp.stack(a_list)
+        # dr/db is the primal stream's g: row 0, kept first or (when it is the only stream) merged
+        bias = jnp.zeros(a.shape[:2] + (1,), a.dtype).at[0].set(1.0)
+        out.append(Factors(jnp.concatenate([a, bias], axis=-1), jnp.stack(g_list)))
+    return out
 
-    return jax.vmap(one)(points)
+
+def _direct_is_cheaper(fi: Factors, fj: Factors) -> bool:
+    """J_l (n, in+1, out) costs (in+1) out per point pair, the stream Grams S_i S_j (in+1+out)."""
+    p, q = fi.a.shape[-1], fi.g.shape[-1]
+    return p * q <= fi.a.shape[0] * fj.a.shape[0] * (p + q)
 
 
-def block(apply, params, term_i, x_i, term_j=None, x_j=None) -> jax.Array:
-    """K_ij = J_i J_j^T assembled from the stream factors (never forms J)."""
-    for t in (term_i, term_j or term_i):
-        why = reason_not_structured(apply, t)
-        if why:
-            raise ValueError(f"structured NTK does not apply: {why}; use pinnlab.ntk.block")
-    if term_j is None:
-        term_j, x_j = term_i, x_i
-    spec = apply.mlp_spec
-    a_i, g_i = factors(spec, params, term_i, jnp.asarray(x_i))
-    a_j, g_j = factors(spec, params, term_j, jnp.asarray(x_j))
-    config = spec[0]
-    total = 0.0
-    for depth, layer in enumerate(params["layers"][i] for i in sorted(params["layers"])):
-        s2 = 1.0 / layer["w"].shape[0] if config.parameterization == "ntk" else 1.0
-        for k in a_i[depth]:
-            for m in a_j[depth]:
-                aa = a_i[depth][k] @ a_j[depth][m].T
-                gg = g_i[depth][k] @ g_j[depth][m].T
-                total = total + s2 * aa * gg
-        total = total + g_i[depth][PRIMAL] @ g_j[depth][PRIMAL].T
+def _layer_jacobian(f: Factors) -> jax.Array:
+    return jnp.einsum("snp,snq->npq", f.a, f.g).reshape(f.a.shape[1], -1)
+
+
+def _gram_block(fi: Factors, fj: Factors) -> jax.Array:
+    """sum_{k,m} (A_k A_m^T) o (G_k G_m^T) for one layer, all stream pairs in two matmuls."""
+    (si, ni, _), (sj, nj, _) = fi.a.shape, fj.a.shape
+    aa = fi.a.reshape(si * ni, -1) @ fj.a.reshape(sj * nj, -1).T
+    gg = fi.g.reshape(si * ni, -1) @ fj.g.reshape(sj * nj, -1).T
+    return (aa * gg).reshape(si, ni, sj, nj).sum(axis=(0, 2))
+
+
+def _gram_block_symmetric(f: Factors) -> jax.Array:
+    """:func:`_gram_block` of a term with itself: the (k, m) and (m, k) stream pairs are transposes of
+    each other, so only the pairs k <= m are multiplied (15 of 25 for five streams)."""
+    s, n, _ = f.a.shape
+    total = jnp.zeros((n, n), f.a.dtype)
+    for k in range(s):
+        aa = f.a[k] @ f.a[k:].reshape((s - k) * n, -1).T
+        gg = f.g[k] @ f.g[k:].reshape((s - k) * n, -1).T
+        h = (aa * gg).reshape(n, s - k, n)
+        upper = h[:, 1:].sum(axis=1)
+        total = total + h[:, 0] + upper + upper.T
     return total
 
 
-def kernel(apply, params, terms, points) -> jax.Array:
-    """The full K from structured blocks, blocks in term order (as :func:`pinnlab.ntk.kernel`)."""
-    rows = [jnp.concatenate([block(apply, params, ti, xi, tj, xj) for tj, xj in zip(terms, points)], axis=1)
-            for ti, xi in zip(terms, points)]
+def _rows_per_panel(fi: Factors, fj: Factors, max_bytes: int) -> int:
+    si, sj, nj = fi.a.shape[0], fj.a.shape[0], fj.a.shape[1]
+    per_row = 3 * si * sj * nj * fi.a.dtype.itemsize  # aa, gg and their product in flight
+    return max(1, min(fi.a.shape[1], max_bytes // per_row))
+
+
+def _layer_block(fi: Factors, fj: Factors, max_bytes: int) -> jax.Array:
+    if _direct_is_cheaper(fi, fj):
+        return _layer_jacobian(fi) @ _layer_jacobian(fj).T
+    rows, n = _rows_per_panel(fi, fj, max_bytes), fi.a.shape[1]
+    if rows >= n:
+        return _gram_block_symmetric(fi) if fi is fj else _gram_block(fi, fj)
+    pad = -n % rows  # zero points give zero rows; a scan over equal panels compiles once
+    chunk = lambda x: jnp.pad(x, ((0, 0), (0, pad), (0, 0))).reshape(x.shape[0], -1, rows, x.shape[2]).swapaxes(0, 1)
+    panels = jax.lax.map(lambda f: _gram_block(Factors(*f), fj), (chunk(fi.a), chunk(fi.g)))
+    return panels.reshape(-1, fj.a.shape[1])[:n]
+
+
+def block_from_factors(fi: list[Factors], fj: list[Factors], max_bytes: int = DEFAULT_MAX_BYTES) -> jax.Array:
+    """K_ij summed over layers from the two terms' factors."""
+    return sum(_layer_block(a, b, max_bytes) for a, b in zip(fi, fj))
+
+
+def diagonal_from_factors(f: list[Factors]) -> jax.Array:
+    """diag K_ii(x) = sum_l sum_{k,m} (a'_k . a'_m)(g_k . g_m), O(n S^2 (in + out))."""
+    parts = [jnp.einsum("knp,mnp->kmn", layer.a, layer.a) * jnp.einsum("knq,mnq->kmn", layer.g, layer.g)
+             for layer in f]
+    return sum(p.sum(axis=(0, 1)) for p in parts)
+
+
+def block(apply, params, term_i, x_i, term_j=None, x_j=None, *, max_bytes: int = DEFAULT_MAX_BYTES) -> jax.Array:
+    """K_ij = J_i J_j^T assembled from the stream factors (never forms J). Traceable."""
+    if term_j is None:
+        term_j, x_j = term_i, x_i
+    check_applies(apply, (term_i, term_j))
+    fi = factors(apply.mlp_spec, params, term_i, jnp.asarray(x_i))
+    fj = fi if (term_j is term_i and x_j is x_i) else factors(apply.mlp_spec, params, term_j, jnp.asarray(x_j))
+    return block_from_factors(fi, fj, max_bytes)
+
+
+def kernel(apply, params, terms: Sequence, points: Sequence, *, max_bytes: int = DEFAULT_MAX_BYTES) -> jax.Array:
+    """The full K, blocks in term order (as :func:`pinnlab.ntk.kernel`); upper blocks mirrored. Traceable."""
+    check_applies(apply, terms)
+    fs = [factors(apply.mlp_spec, params, t, jnp.asarray(x)) for t, x in zip(terms, points)]
+    m = len(fs)
+    blocks = {(i, j): block_from_factors(fs[i], fs[j], max_bytes) for i in range(m) for j in range(i, m)}
+    rows = [jnp.concatenate([blocks[(i, j)] if i <= j else blocks[(j, i)].T for j in range(m)], axis=1)
+            for i in range(m)]
     return jnp.concatenate(rows, axis=0)
+
+
+def diagonal(apply, params, term, points) -> jax.Array:
+    """diag(K_ii) per point from the stream factors. Traceable."""
+    check_applies(apply, (term,))
+    return diagonal_from_factors(factors(apply.mlp_spec, params, term, jnp.asarray(points)))
+
+
+def traces(apply, params, terms: Sequence, points: Sequence) -> jax.Array:
+    """``[Tr K_11, ..., Tr K_mm]`` from the stream factors. Traceable."""
+    return jnp.stack([jnp.sum(diagonal(apply, params, t, x)) for t, x in zip(terms, points)])
+
+
+def _transpose_apply(f: list[Factors], v: jax.Array) -> list[jax.Array]:
+    """J^T v per layer: sum_x v_x J_l(x) = sum_k A'_k^T diag(v) G_k, shape (in + 1, out)."""
+    return [jnp.einsum("snp,n,snq->pq", layer.a, v, layer.g) for layer in f]
+
+
+def _apply(f: list[Factors], u: list[jax.Array]) -> jax.Array:
+    """(J u)_x = sum_l sum_k a'_k(x)^T U_l g_k(x)."""
+    return sum(jnp.einsum("snp,pq,snq->n", layer.a, ul, layer.g) for layer, ul in zip(f, u))
+
+
+def matvec(apply, params, terms: Sequence, points: Sequence) -> Callable[[jax.Array], jax.Array]:
+    """``v -> K v`` for the full K (rows in term order) from factors computed once: O(N S in out) per product."""
+    check_applies(apply, terms)
+    fs = [factors(apply.mlp_spec, params, t, jnp.asarray(x)) for t, x in zip(terms, points)]
+    splits = np.cumsum([x.shape[0] for x in points])[:-1].tolist()
+
+    @jax.jit
+    def kv(v):
+        parts = jnp.split(v, splits)
+        jtv = [sum(layers) for layers in zip(*(_transpose_apply(f, p) for f, p in zip(fs, parts)))]
+        return jnp.concatenate([_apply(f, jtv) for f in fs])
+
+    return kv
+
+
+def _operators(terms) -> tuple:
+    """Part of the cache keys below: Term equality ignores ``operator``, the compiled kernel does not."""
+    return tuple(tuple(sorted(t.operator.items())) for t in terms)
+
+
+def jitted_kernel(apply, terms: Sequence, max_bytes: int = DEFAULT_MAX_BYTES):
+    """``jit(kernel)`` for one net structure and tuple of terms, compiled once per point shapes."""
+    check_applies(apply, terms)
+    return _jitted_kernel(apply, tuple(terms), _operators(terms), max_bytes)
+
+
+def jitted_block(apply, term_i, term_j, same: bool, max_bytes: int = DEFAULT_MAX_BYTES):
+    """``jit(block)``: ``fn(params, x)`` when ``same`` (K_ii), else ``fn(params, x_i, x_j)``."""
+    check_applies(apply, (term_i, term_j))
+    return _jitted_block(apply, term_i, term_j, same, _operators((term_i, term_j)), max_bytes)
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_kernel(apply, terms, operators, max_bytes):
+    del operators
+    return jax.jit(lambda params, points: kernel(apply, params, terms, points, max_bytes=max_bytes))
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_block(apply, term_i, term_j, same, operators, max_bytes):
+    del operators
+    if same:
+        return jax.jit(lambda params, x: block(apply, params, term_i, x, max_bytes=max_bytes))
+    return jax.jit(lambda params, x, y: block(apply, params, term_i, x, term_j, y, max_bytes=max_bytes))

@@ -88,18 +88,19 @@ def explicit_jacobian(apply, params, terms, points) -> np.ndarray:
 
 @functools.cache
 def ntk_case(name: str, parameterization: str = "standard", standardize: bool = True,
-             activation: str = "tanh", n: int = 5) -> types.SimpleNamespace:
-    """A float64 case: problem, net, params, points, explicit J, reference J J^T and ``ntk.kernel``."""
+             activation: str = "tanh", n: int = 5, method: str = "auto") -> types.SimpleNamespace:
+    """A float64 case: problem, net, params, points, explicit J, reference J J^T and ``ntk.kernel``
+    computed with ``method``."""
     problem = small_problem(name)
     net = small_net(problem, parameterization=parameterization, standardize=standardize, activation=activation)
     with float64():
         params = to64(net.params)
         points = sample_points(problem, n)
         jac = explicit_jacobian(net.apply, params, problem.terms, points)
-        full = ntk.kernel(net.apply, params, problem.terms, points)
+        full = ntk.kernel(net.apply, params, problem.terms, points, method=method)
     offsets = np.cumsum([0] + [len(x) for x in points])
     return types.SimpleNamespace(problem=problem, net=net, params=params, points=points, jac=jac,
-                                 reference=jac @ jac.T, kernel=full, offsets=offsets)
+                                 reference=jac @ jac.T, kernel=full, offsets=offsets, method=method)
 
 
 def rel_err(a, b) -> float:

@@ -30,23 +30,27 @@ def _pairwise_cases():
 
 PROBLEMS = ("poisson", "wave", "heat")
 CASES = _pairwise_cases()
+METHODS = ("jacobian", "structured")  # both are pinned against the explicit J J^T
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
-def test_kernel_and_every_block_equal_explicit_jjt(h, case):
-    c = h.ntk_case(*case)
+def test_kernel_and_every_block_equal_explicit_jjt(h, case, method):
+    c = h.ntk_case(*case, method=method)
     assert c.kernel.dtype == np.float64 and c.kernel.shape == c.reference.shape
     assert h.rel_err(c.kernel, c.reference) <= TOL
     terms, points, off = c.problem.terms, c.points, c.offsets
     with h.float64():
         for i, j in itertools.product(range(len(terms)), repeat=2):  # cross blocks in both orders, diagonal
-            kij = ntk.block(c.net.apply, c.params, terms[i], points[i], terms[j], points[j])
+            kij = ntk.block(c.net.apply, c.params, terms[i], points[i], terms[j], points[j], method=method)
             ref = c.reference[off[i] : off[i + 1], off[j] : off[j + 1]]
             assert kij.shape == ref.shape
             assert h.rel_err(kij, ref) <= TOL, (i, j)
         for i, (t, x) in enumerate(zip(terms, points, strict=True)):
             ref = c.reference[off[i] : off[i + 1], off[i] : off[i + 1]]
-            assert h.rel_err(ntk.block(c.net.apply, c.params, t, x), ref) <= TOL
+            assert h.rel_err(ntk.block(c.net.apply, c.params, t, x, method=method), ref) <= TOL
+            diag = ntk.diagonal(c.net.apply, c.params, t, x, method=method)
+            assert h.rel_err(diag, np.diag(ref)) <= TOL
 
 
 def test_cases_cover_every_factor_pair():
@@ -69,9 +73,9 @@ def test_reference_kernel_is_not_blind_to_the_parameters(h):
 @settings(max_examples=3, deadline=None, derandomize=True)
 @given(width=st.integers(3, 12), depth=st.integers(1, 3), activation=st.sampled_from(sorted(ACTIVATIONS)),
        parameterization=st.sampled_from(["standard", "ntk"]), standardize=st.booleans(),
-       seed=st.integers(0, 2**16))
+       seed=st.integers(0, 2**16), method=st.sampled_from(METHODS))
 def test_kernel_is_explicit_jjt_for_random_architectures(h, width, depth, activation, parameterization,
-                                                         standardize, seed):
+                                                         standardize, seed, method):
     problem = h.small_problem("poisson")
     net = h.small_net(problem, parameterization=parameterization, standardize=standardize, activation=activation,
                       width=width, depth=depth, seed=seed)
@@ -79,7 +83,7 @@ def test_kernel_is_explicit_jjt_for_random_architectures(h, width, depth, activa
         params = h.to64(net.params)
         points = h.sample_points(problem, 4, seed=seed + 1)
         jac = h.explicit_jacobian(net.apply, params, problem.terms, points)
-        full = ntk.kernel(net.apply, params, problem.terms, points)
+        full = ntk.kernel(net.apply, params, problem.terms, points, method=method)
     assert h.rel_err(full, jac @ jac.T) <= TOL
     assert np.array_equal(full, full.T)
     eig = ntk.eigenvalues(full)
@@ -145,21 +149,34 @@ def _chunk_budgets(params, n):
     return [1, budget]
 
 
-@pytest.mark.parametrize("name", ["poisson", "heat"])
-def test_chunked_block_and_kernel_equal_unchunked(h, name):
-    c = h.ntk_case(name)
+def _check_chunked(h, c, method, budgets):
     terms, points, off = c.problem.terms, c.points, c.offsets
     scale = np.abs(c.kernel).max()
     with h.float64():
-        for budget in _chunk_budgets(c.params, len(points[0])):
-            chunked = ntk.kernel(c.net.apply, c.params, terms, points, max_bytes=budget)
+        for budget in budgets:
+            chunked = ntk.kernel(c.net.apply, c.params, terms, points, max_bytes=budget, method=method)
             np.testing.assert_allclose(chunked, c.kernel, rtol=1e-12, atol=1e-12 * scale)
             for i, j in [(0, 1), (1, 0), (1, 1)]:
                 ref = c.kernel[off[i] : off[i + 1], off[j] : off[j + 1]]
-                got = ntk.block(c.net.apply, c.params, terms[i], points[i], terms[j], points[j], max_bytes=budget)
+                got = ntk.block(c.net.apply, c.params, terms[i], points[i], terms[j], points[j], max_bytes=budget,
+                                method=method)
                 np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12 * scale)
-            own = ntk.block(c.net.apply, c.params, terms[1], points[1], max_bytes=budget)
+            own = ntk.block(c.net.apply, c.params, terms[1], points[1], max_bytes=budget, method=method)
             np.testing.assert_allclose(own, c.kernel[off[1] : off[2], off[1] : off[2]], rtol=1e-12, atol=1e-12 * scale)
+
+
+@pytest.mark.parametrize("name", ["poisson", "heat"])
+def test_chunked_block_and_kernel_equal_unchunked(h, name):
+    c = h.ntk_case(name, method="jacobian")
+    _check_chunked(h, c, "jacobian", _chunk_budgets(c.params, len(c.points[0])))
+
+
+@pytest.mark.parametrize("name", ["poisson", "wave"])
+def test_structured_gram_panels_equal_unchunked(h, name):
+    """Budgets of 1 byte (one point per panel) and of 2 points' Gram rows against 5 (a padded last panel)."""
+    c = h.ntk_case(name, method="structured")
+    row = 3 * 3 * 3 * len(c.points[-1]) * 8  # _rows_per_panel: 3 arrays x S_i x S_j x n_j x 8 bytes
+    _check_chunked(h, c, "structured", [1, 2 * row + 1])
 
 
 @pytest.mark.parametrize("batch_size", [None, 1, 2, 5])
@@ -167,29 +184,32 @@ def test_diagonal_equals_kernel_diagonal_for_any_batch_size(h, batch_size):
     c = h.ntk_case("poisson")
     with h.float64():
         for term, x, a, b in zip(c.problem.terms, c.points, c.offsets[:-1], c.offsets[1:], strict=True):
-            got = ntk.diagonal(c.net.apply, c.params, term, x, batch_size=batch_size)
+            got = ntk.diagonal(c.net.apply, c.params, term, x, batch_size=batch_size, method="jacobian")
             assert got.shape == (len(x),)
             np.testing.assert_allclose(got, np.diag(c.reference)[a:b], rtol=1e-12)
 
 
-def test_diagonal_and_traces_are_jittable(h):
+@pytest.mark.parametrize("method", METHODS)
+def test_diagonal_and_traces_are_jittable(h, method):
     c = h.ntk_case("poisson")
     with h.float64():
-        diag = jax.jit(lambda p, x: ntk.diagonal(c.net.apply, p, c.problem.terms[1], x, batch_size=2))
+        diag = jax.jit(lambda p, x: ntk.diagonal(c.net.apply, p, c.problem.terms[1], x, batch_size=2, method=method))
         np.testing.assert_allclose(diag(c.params, c.points[1]), np.diag(c.reference)[c.offsets[1] :], rtol=1e-12)
-        traces = jax.jit(lambda p, xs: ntk.traces(c.net.apply, p, c.problem.terms, xs))(c.params, c.points)
+        traces = jax.jit(lambda p, xs: ntk.traces(c.net.apply, p, c.problem.terms, xs, method=method))(
+            c.params, c.points)
     blocks = [np.trace(c.reference[a:b, a:b]) for a, b in zip(c.offsets[:-1], c.offsets[1:], strict=True)]
     np.testing.assert_allclose(traces, blocks, rtol=1e-12)
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("name", PROBLEMS)
-def test_trace_identity_and_traces(h, name):
-    c = h.ntk_case(name)
+def test_trace_identity_and_traces(h, name, method):
+    c = h.ntk_case(name, method=method)
     blocks = [c.kernel[a:b, a:b] for a, b in zip(c.offsets[:-1], c.offsets[1:], strict=True)]
     block_traces = np.array([np.trace(b) for b in blocks])
     assert np.trace(c.kernel) == pytest.approx(block_traces.sum(), rel=1e-12)
     with h.float64():
-        traces = ntk.traces(c.net.apply, c.params, c.problem.terms, c.points)
+        traces = ntk.traces(c.net.apply, c.params, c.problem.terms, c.points, method=method)
     assert traces.shape == (len(c.problem.terms),)
     np.testing.assert_allclose(traces, block_traces, rtol=1e-12)
     # Tr K_ii = sum_x ||dr(x)/dtheta||^2, from the explicit Jacobian rows.

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pinnlab import make_net, make_problem, nets, ntk
+from pinnlab import make_net, make_problem, nets, ntk, streams
 from pinnlab import ntk_structured as ns
 
 SMALL = {"poisson": dict(n_eval=20), "wave": dict(n_eval=10), "heat": dict(n_eval=10)}
@@ -32,7 +32,7 @@ def _setup(name, conv, act, width=6, depth=2, n=5, seed=0, dtype=jnp.float64):
 def test_structured_kernel_equals_jacobian_path(name, conv, act):
     with jax.enable_x64(True):
         problem, net, params, points = _setup(name, conv, act)
-        reference = ntk.kernel(net.apply, params, problem.terms, points)
+        reference = ntk.kernel(net.apply, params, problem.terms, points, method="jacobian")
         structured = np.asarray(ns.kernel(net.apply, params, problem.terms, points))
     assert np.abs(reference).max() > 0
     np.testing.assert_allclose(structured, reference, rtol=0, atol=1e-10 * np.abs(reference).max())
@@ -40,7 +40,7 @@ def test_structured_kernel_equals_jacobian_path(name, conv, act):
 
 def test_structured_float32_close_to_jacobian_path():
     problem, net, params, points = _setup("wave", "paper_code", "tanh", width=32, depth=3, n=20, dtype=jnp.float32)
-    reference = ntk.kernel(net.apply, params, problem.terms, points)
+    reference = ntk.kernel(net.apply, params, problem.terms, points, method="jacobian")
     structured = np.asarray(ns.kernel(net.apply, params, problem.terms, points))
     assert np.abs(structured - reference).max() <= 1e-5 * np.abs(reference).max()
 
@@ -53,10 +53,10 @@ def test_declared_operators_equal_the_residuals(name):
         zero = lambda p, x: jnp.zeros(x.shape[:-1], x.dtype)
         for term, x in zip(problem.terms, points):
             linear = term.residuals(net.apply, params, x) - term.residuals(zero, params, x)
-            declared = jax.vmap(lambda p: ns.operator_value(net.apply.mlp_spec, params, p, term.operator))(x)
+            declared = jax.vmap(lambda p: streams.operator_value(net.apply.mlp_spec, params, p, term.operator))(x)
             np.testing.assert_allclose(declared, linear, rtol=1e-10, atol=1e-12, err_msg=term.name)
             wrong = {k: 2.0 * c for k, c in term.operator.items()}
-            bad = jax.vmap(lambda p: ns.operator_value(net.apply.mlp_spec, params, p, wrong))(x)
+            bad = jax.vmap(lambda p: streams.operator_value(net.apply.mlp_spec, params, p, wrong))(x)
             assert not np.allclose(bad, linear, rtol=1e-6)
 
 
@@ -72,7 +72,7 @@ def test_structured_block_on_random_architectures(width, depth, act, param, stan
         params = jax.tree.map(lambda a: a.astype(jnp.float64), net.params)
         x = [p[:4].astype(jnp.float64) for p in problem.sample(jax.random.key(depth), ntk=True)]
         r, u = problem.term("r"), problem.term("u")
-        reference = ntk.block(net.apply, params, r, x[1], u, x[0])
+        reference = ntk.block(net.apply, params, r, x[1], u, x[0], method="jacobian")
         structured = np.asarray(ns.block(net.apply, params, r, x[1], u, x[0]))
     np.testing.assert_allclose(structured, reference, rtol=0, atol=1e-10 * np.abs(reference).max())
 
@@ -87,3 +87,59 @@ def test_says_why_it_does_not_apply():
     assert "not a pinnlab MLP" in ns.reason_not_structured(other, term)
     with pytest.raises(ValueError, match="declares no linear operator"):
         ns.block(net.apply, params, plain, points[1])
+    with pytest.raises(ValueError, match="declares no linear operator"):
+        ntk.kernel(net.apply, params, (problem.term("u"), plain), points, method="structured")
+    with pytest.raises(ValueError, match="unknown NTK method 'fast'"):
+        ntk.traces(net.apply, params, problem.terms, points, method="fast")
+    assert ntk.explain(net.apply, problem.terms) == {"u": "structured", "r": "structured"}
+    assert ntk.explain(net.apply, (problem.term("u"), plain)) == {
+        "u": "structured", "r": "jacobian: term 'r' declares no linear operator (Term.operator)"}
+    assert ntk.resolve_method(net.apply, problem.terms) == "structured"
+    assert ntk.resolve_method(net.apply, (problem.term("u"), plain)) == "jacobian"
+    assert ntk.resolve_method(other, problem.terms) == "jacobian"
+
+
+def test_auto_falls_back_to_the_jacobian_path_with_the_same_numbers():
+    """A term without an operator (and a net that is not a pinnlab MLP) still gets its exact kernel."""
+    with jax.enable_x64(True):
+        problem, net, params, points = _setup("heat", "paper_code", "tanh")
+        plain = tuple(dataclasses.replace(t, operator=None) if t.name == "r" else t for t in problem.terms)
+        reference = ntk.kernel(net.apply, params, problem.terms, points, method="jacobian")
+        auto = ntk.kernel(net.apply, params, plain, points)
+        other = ntk.kernel(lambda p, x: net.apply(p, x), params, problem.terms, points)
+    np.testing.assert_allclose(auto, reference, rtol=1e-12, atol=1e-12 * np.abs(reference).max())
+    np.testing.assert_allclose(other, reference, rtol=1e-12, atol=1e-12 * np.abs(reference).max())
+
+
+def test_compiled_kernels_are_keyed_by_the_operator():
+    """Term equality ignores ``operator``: a cached kernel of one operator must not serve another."""
+    with jax.enable_x64(True):
+        problem, net, params, points = _setup("poisson", "paper_code", "tanh")
+        r = problem.term("r")
+        doubled = dataclasses.replace(r, operator={k: 2.0 * c for k, c in r.operator.items()})
+        assert doubled == r
+        k1 = ntk.block(net.apply, params, r, points[1])
+        k2 = ntk.block(net.apply, params, doubled, points[1])
+    np.testing.assert_allclose(k2, 4.0 * k1, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["poisson", "wave", "heat"])
+def test_matvec_equals_kernel_times_vector(name):
+    with jax.enable_x64(True):
+        problem, net, params, points = _setup(name, "paper_text", "sin")
+        reference = ntk.kernel(net.apply, params, problem.terms, points, method="jacobian")
+        kv = ns.matvec(net.apply, params, problem.terms, points)
+        for seed in range(2):
+            v = np.random.default_rng(seed).normal(size=reference.shape[0])
+            np.testing.assert_allclose(np.asarray(kv(jnp.asarray(v))), reference @ v, rtol=1e-10,
+                                       atol=1e-10 * np.abs(reference @ v).max())
+
+
+def test_pure_streams_are_merged_only_where_their_gradients_are_proportional():
+    assert ns.pure_streams({"u": 1.0}) == ("u",)
+    assert ns.pure_streams({"d0": 1.0}) == ("d0",)  # the primal is read by d0's stream: not pure
+    assert ns.pure_streams({"dd0": 1.0, "dd1": -4.0}) == ("dd0", "dd1")
+    assert ns.pure_streams({"d0": 1.0, "dd1": -0.1}) == ("d0", "dd1")
+    assert ns.pure_streams({"d0": 1.0, "dd0": 2.0}) == ("dd0",)  # d0 feeds dd0
+    assert ns.pure_streams({"u": 1.0, "dd0": 1.0}) == ("dd0",)
+    assert ns.pure_streams({"dd0": 0.0, "dd1": 1.0}) == ("dd1",)

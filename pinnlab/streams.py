@@ -1,0 +1,100 @@
+"""Taylor streams through a pinnlab MLP: the network value and its input derivatives in one pass.
+
+A residual that is linear in the network, ``r(x) = sum_k c_k u_k(x) - f(x)`` with ``u_k`` one of
+``u``, ``du/dx_i`` (key ``"d<i>"``) or ``d2u/dx_i^2`` (key ``"dd<i>"``), needs only these streams of
+every hidden state h: the primal ``h``, ``dh = h' (dz)`` and ``ddh = h'' (dz)^2 + h' (ddz)`` along each
+direction used. Each stream goes through a dense layer as its own product ``s (h_k W)``; only the
+primal adds the bias. :mod:`pinnlab.ntk_structured` builds the NTK from the layer inputs of these
+streams and their residual gradients, and the training loss can use the same pass (one forward pass
+gives u, u_t, u_tt and u_xx).
+
+``offsets`` (one dict of stream -> array per layer, added to each layer's pre-activations) are zero
+in value; their gradient is the per-stream pre-activation gradient dr/dz_k the NTK factors need.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pinnlab.nets import ACTIVATIONS
+
+PRIMAL = "u"
+
+
+def parse(key: str) -> tuple[int, int]:
+    """``"d1"`` -> (1, 1), ``"dd0"`` -> (2, 0): derivative order and input direction."""
+    order = 2 if key.startswith("dd") else 1
+    return order, int(key[order:])
+
+
+def stream_keys(operator: dict) -> tuple[str, ...]:
+    """Streams an operator needs: the primal, d/dx_i for every direction used, d2/dx_i2 where asked."""
+    parsed = [parse(k) for k in operator if k != PRIMAL]
+    keys = [PRIMAL]
+    for i in sorted({i for _, i in parsed}):
+        keys.append(f"d{i}")
+        if (2, i) in parsed:
+            keys.append(f"dd{i}")
+    return tuple(keys)
+
+
+def activation_derivatives(activation: str):
+    """phi, phi' and phi'' as elementwise functions (by forward-mode autodiff of phi)."""
+    phi = ACTIVATIONS[activation]
+    d1 = lambda z: jax.jvp(phi, (z,), (jnp.ones_like(z),))[1]
+    d2 = lambda z: jax.jvp(d1, (z,), (jnp.ones_like(z),))[1]
+    return phi, d1, d2
+
+
+def layers(params) -> list:
+    """The dense layers of a pinnlab MLP's params, input layer first."""
+    return [params["layers"][i] for i in sorted(params["layers"])]
+
+
+def layer_scale(config, w) -> float:
+    """The constant s of ``z = s (h W) + b``: 1/sqrt(fan_in) in the NTK parameterisation, else 1."""
+    return 1.0 / np.sqrt(w.shape[0]) if config.parameterization == "ntk" else 1.0
+
+
+def zero_offsets(params, keys, dtype) -> list[dict]:
+    return [{k: jnp.zeros(layer["b"].shape, dtype) for k in keys} for layer in layers(params)]
+
+
+def forward(spec, params, x, keys, offsets=None):
+    """Streams through the MLP at one point ``x`` (shape ``(d,)``).
+
+    Returns ``(inputs, out)``: ``inputs[l][k]`` is layer l's input in stream k, ``out[k]`` the scalar
+    output stream k (``out["dd0"]`` = d2u/dx_0^2).
+    """
+    config, mean, std = spec
+    phi, dphi, d2phi = activation_derivatives(config.activation)
+    inv = 1.0 / jnp.asarray(std, x.dtype) if config.standardize else jnp.ones_like(x)
+    h = {PRIMAL: (x - jnp.asarray(mean, x.dtype)) * inv if config.standardize else x}
+    for k in keys[1:]:
+        order, i = parse(k)  # d/dx_i of the (standardised) input is e_i / std_i; its second derivative is 0
+        h[k] = jnp.zeros_like(x).at[i].set(inv[i]) if order == 1 else jnp.zeros_like(x)
+    dense = layers(params)
+    inputs = []
+    for depth, layer in enumerate(dense):
+        w, b = layer["w"], layer["b"]
+        s = layer_scale(config, w)
+        inputs.append(h)
+        z = {k: s * (v @ w) + (b if k == PRIMAL else 0.0) for k, v in h.items()}
+        if offsets is not None:
+            z = {k: v + offsets[depth][k] for k, v in z.items()}
+        if depth == len(dense) - 1:
+            return inputs, {k: v[0] for k, v in z.items()}
+        f1, f2 = dphi(z[PRIMAL]), d2phi(z[PRIMAL])
+        h = {PRIMAL: phi(z[PRIMAL])}
+        for k in keys[1:]:
+            order, i = parse(k)
+            h[k] = f1 * z[k] if order == 1 else f2 * z[f"d{i}"] ** 2 + f1 * z[k]
+    raise ValueError("the MLP has no layers")
+
+
+def operator_value(spec, params, x, operator: dict):
+    """``sum_k c_k u_k(x)`` at one point: the residual without its forcing."""
+    _, out = forward(spec, params, x, stream_keys(operator))
+    return sum(c * out[k] for k, c in operator.items())
