@@ -15,14 +15,18 @@ import os
 from collections.abc import Callable
 
 import numpy as np
+from jax.sharding import Mesh
 
+from pinnlab.ensemble import Ensemble, Member, make_mesh, run_ensemble
 from pinnlab.history import History, Snapshot
+from pinnlab.nets import NetConfig
 from pinnlab.nets import convention as make_convention
-from pinnlab.problems import make_problem
+from pinnlab.problems import Problem, make_problem
 from pinnlab.training import TrainConfig, Trainer, ntk_weights_at_init
 
 SCALES = ("smoke", "cpu", "full")
-Progress = Callable[[str, Trainer, Snapshot], None]
+# (label, run, snapshot): the Fig. 5 sweep passes its Ensemble, whose config, problem and step a bar reads
+Progress = Callable[[str, Trainer | Ensemble, Snapshot], None]
 
 
 @dataclasses.dataclass
@@ -156,22 +160,44 @@ E3_SWEEP_SCALES = {
 }
 
 
-def e3_sweep(scale: str | None = None, width: int = 100, convention: str = "paper_code", seed: int = 0,
-             progress: Progress | None = None) -> Experiment:
-    """Fig. 5: relative L2 error against a fixed lambda_b (lambda_r = 1), several seeds per value."""
-    scale = _check_scale(scale)
-    s = E3_SWEEP_SCALES[scale]
+def e3_sweep_runs(lambdas, trials: int, steps: int, width: int = 100, convention: str = "paper_code",
+                  seed: int = 0) -> tuple[Problem, NetConfig, TrainConfig, list[Member]]:
+    """The Fig. 5 grid as ensemble members: lambda_b in ``lambdas`` (lambda_r = 1) x ``trials`` seeds
+    (``seed``, ``seed + 1``, ...), lambda_b slowest; plus the problem, net and config they share.
+
+    Member ``m`` alone is ``Trainer(problem, net, replace(config, seed=m.seed, initial_weights=m.initial_weights))``.
+    """
     problem = make_problem("poisson", a=4.0)
     net = _poisson_net(problem, width, 1, convention)
-    errors = np.zeros((len(s["lambdas"]), s["trials"]))
-    for i, lam in enumerate(s["lambdas"]):
-        for trial in range(s["trials"]):
-            config = TrainConfig(optimizer="sgd", lr=1e-5, steps=s["steps"], chunk=min(1000, s["steps"]),
-                                 initial_weights=(lam, 1.0), ntk_every=0, eval_every=s["steps"], seed=seed + trial)
-            _, h = _train(f"lambda_b={lam:g} trial {trial}", problem, net, config, progress)
-            errors[i, trial] = h.rel_l2[-1] if np.isfinite(h.rel_l2[-1]) else np.nan
+    config = TrainConfig(optimizer="sgd", lr=1e-5, steps=steps, chunk=min(1000, steps), ntk_every=0,
+                         eval_every=steps, seed=seed)
+    members = [Member(seed + trial, (float(lam), 1.0), label=f"lambda_b={lam:g} trial {trial}")
+               for lam in lambdas for trial in range(trials)]
+    return problem, net, config, members
+
+
+def e3_sweep(scale: str | None = None, width: int = 100, convention: str = "paper_code", seed: int = 0,
+             progress: Progress | None = None, mesh: Mesh | None = None) -> Experiment:
+    """Fig. 5: relative L2 error against a fixed lambda_b (lambda_r = 1), several seeds per value.
+
+    The whole (lambda_b x trial) grid trains as one :class:`~pinnlab.ensemble.Ensemble`: one vmapped
+    computation, its runs sharded over ``mesh`` (default: every device of ``jax.devices()``). Trial ``t``
+    uses seed ``seed + t``; each run equals a lone ``Trainer`` run with that seed to float32 rounding.
+    ``progress(label, ensemble, snapshot)`` gets the first run's snapshot after every chunk.
+    """
+    scale = _check_scale(scale)
+    s = E3_SWEEP_SCALES[scale]
+    mesh = make_mesh() if mesh is None else mesh
+    problem, net, config, members = e3_sweep_runs(s["lambdas"], s["trials"], s["steps"], width, convention, seed)
+    label = f"lambda_b sweep: {len(members)} runs in one ensemble"
+    report = None if progress is None else (lambda ensemble, snap: progress(label, ensemble, snap.member(0)))
+    result = run_ensemble(problem, net, config, members, mesh=mesh, progress=report)
+    errors = result.rel_l2.reshape(len(s["lambdas"]), s["trials"])
+    errors[~np.isfinite(errors)] = np.nan
     numbers = {"lambda_b": list(s["lambdas"]), "trials": s["trials"], "steps": s["steps"],
-               "rel_l2": errors.tolist(), "mean": np.nanmean(errors, 1).tolist(), "std": np.nanstd(errors, 1).tolist()}
+               "rel_l2": errors.tolist(), "mean": np.nanmean(errors, 1).tolist(), "std": np.nanstd(errors, 1).tolist(),
+               "status": [result.status[i:i + s["trials"]] for i in range(0, len(members), s["trials"])],
+               "ensemble": {"runs": len(members), "devices": int(mesh.devices.size), "seconds": result.seconds}}
     return Experiment("e3_sweep", scale, {}, numbers)
 
 
