@@ -13,6 +13,15 @@ JSON object with
   alternated in one process, medians and their ratio (target >= 0.85).
 * ``wave_rss``: peak resident memory of a process that builds the default wave lab and trains it
   for a while (target <= 1024 MiB).
+* ``ntk_frame``: NTK frames per second as the dashboard draws them (the full K on the lab's probe
+  points, then the eigenvalues of K and of each diagonal block, at the initial parameters) with
+  ``method="structured"`` and ``method="jacobian"`` alternated in one process, medians and their ratio,
+  plus the real ``LiveRun.keyframe(spectra=True)`` (prediction, error and spectra through the default
+  path) and the spectra rate the dashboard's keyframe schedule then allows; for the default lab, the
+  wave preset and the paper-scale ``wave_paper`` preset (3 x 500, 300 probe points per term), each in
+  a fresh process, once with OpenBLAS's default threads and once with ``OPENBLAS_NUM_THREADS=1``
+  (``--blas-threads``; the eigenvalues run in OpenBLAS's LAPACK). Target: >= 20 frames/s for the
+  default lab.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from _util import environment, median, print_json, run_child
 
 HERE = Path(__file__).resolve()
@@ -75,6 +85,77 @@ def child_wave_rss(seconds: float) -> dict:
         raise lab.error
     return {"steps": lab.step, "keyframes": len(lab.runs[0].keyframes), "chunk": lab.runs[0].chunk,
             "num_params": lab.trainer.net.num_params, "state": lab.config}
+
+
+NTK_CASES = ("default", "wave", "wave_paper")  # LabState() and two presets of pinnlab.lab.state
+NTK_METHODS = ("structured", "jacobian")
+
+
+def ntk_frame(run, method: str) -> dict[str, float]:
+    """One NTK frame of ``run``'s trainer as ``Trainer.spectra`` computes it (less the drift and the record),
+    with ``method`` forced: seconds of the kernel, of the eigenvalues and in all (wall and process CPU)."""
+    from pinnlab import ntk
+
+    t = run.trainer
+    t0, c0 = time.perf_counter(), time.process_time()
+    k = ntk.kernel(t.apply, t.state.params, t.problem.terms, t.probe, method=method)
+    t1 = time.perf_counter()
+    offsets = np.cumsum([0] + [x.shape[0] for x in t.probe])
+    ntk.eigenvalues(k)
+    for a, b in zip(offsets[:-1], offsets[1:]):
+        ntk.eigenvalues(k[a:b, a:b])
+    t2 = time.perf_counter()
+    return {"kernel_s": t1 - t0, "eig_s": t2 - t1, "frame_s": t2 - t0, "frame_cpu_s": time.process_time() - c0}
+
+
+def child_ntk_frame(case: str, repeats: int) -> dict:
+    """In a fresh process: build the lab's run for ``case``, then time NTK frames, methods alternated."""
+    from pinnlab import ntk
+    from pinnlab.lab.dashboard import KEYFRAME_BUDGET, MIN_KEYFRAME_SECONDS
+    from pinnlab.lab.run import LiveRun
+    from pinnlab.lab.state import LabState, preset
+
+    t0 = time.perf_counter()
+    run = LiveRun(LabState() if case == "default" else preset(case))  # its step-0 keyframe compiles K
+    build_s = time.perf_counter() - t0
+    t = run.trainer
+    first = {}
+    for method in NTK_METHODS:  # compiles (the Jacobian path's per-point gradient), untimed below
+        first[method] = ntk_frame(run, method)["frame_s"]
+    parts: dict[str, list[dict]] = {m: [] for m in NTK_METHODS}
+    keyframe_s = []
+    for _ in range(repeats):
+        for method in NTK_METHODS:
+            parts[method].append(ntk_frame(run, method))
+        t1 = time.perf_counter()
+        run.keyframe(spectra=True)  # the dashboard's own call: method "auto"
+        keyframe_s.append(time.perf_counter() - t1)
+    out = {"case": case, "state": run.state.to_string(), "num_params": t.net.num_params,
+           "probe_points": [int(x.shape[0]) for x in t.probe], "explain": ntk.explain(t.apply, t.problem.terms),
+           "lab_method": run.ntk_method, "build_s": build_s, "first_frame_s": first, "repeats": repeats}
+    for method in NTK_METHODS:
+        med = {k: median([p[k] for p in parts[method]]) for k in parts[method][0]}
+        out[method] = {**med, "frames_per_s": 1 / med["frame_s"], "frame_s_all": [p["frame_s"] for p in parts[method]]}
+    s, j = out["structured"], out["jacobian"]
+    out["jacobian_over_structured"] = {"frame": j["frame_s"] / s["frame_s"], "kernel": j["kernel_s"] / s["kernel_s"],
+                                       "frame_cpu": j["frame_cpu_s"] / s["frame_cpu_s"]}
+    keyframe = median(keyframe_s)
+    out["lab_keyframe"] = {"seconds": keyframe, "per_s": 1 / keyframe, "spectra_seconds_ema": run.spectra_seconds,
+                           # what _keyframe_due allows by time (the NTK period in steps may bind first)
+                           "dashboard_spectra_per_s_cap": 1 / max(MIN_KEYFRAME_SECONDS, keyframe / KEYFRAME_BUDGET)}
+    return out
+
+
+def ntk_frames(cache_home: str, cases: list[str], blas_threads: list[str], repeats: int, paper_repeats: int) -> dict:
+    """:func:`child_ntk_frame` per case and BLAS thread setting, each in a fresh process."""
+    out: dict = {"target_frames_per_s": 20.0}
+    for case in cases:
+        n = paper_repeats if case == "wave_paper" else repeats
+        for threads in blas_threads:
+            extra = {} if threads == "default" else {"OPENBLAS_NUM_THREADS": threads}
+            result = child(["--child", "ntk-frame", "--case", case, "--ntk-repeats", str(n)], cache_home, 1800, extra)
+            out[f"{case}/blas_{threads}"] = {**result, "load_average_1min": round(os.getloadavg()[0], 2)}
+    return out
 
 
 async def measure_throughput(steps: int, repeats: int) -> dict:
@@ -151,8 +232,8 @@ def child_env(cache_home: str) -> dict:
             "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))}
 
 
-def child(argv: list[str], cache_home: str, timeout: float) -> dict:
-    env = child_env(cache_home)
+def child(argv: list[str], cache_home: str, timeout: float, extra_env: dict | None = None) -> dict:
+    env = {**child_env(cache_home), **(extra_env or {})}
     old = dict(os.environ)
     os.environ.update(env)  # run_child inherits this process's environment
     try:
@@ -178,10 +259,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30_000, help="steps per throughput repeat")
     parser.add_argument("--repeats", type=int, default=5, help="alternated throughput repeats")
     parser.add_argument("--wave-seconds", type=float, default=20.0, help="training time of the wave RSS child")
-    parser.add_argument("--only", nargs="*", default=["first_frame", "throughput", "wave_rss"],
-                        choices=["first_frame", "throughput", "wave_rss"], help="parts to run")
-    parser.add_argument("--child", choices=["first-frame", "wave-rss"], help=argparse.SUPPRESS)
+    parser.add_argument("--ntk-repeats", type=int, default=9, help="alternated NTK frame repeats")
+    parser.add_argument("--ntk-paper-repeats", type=int, default=3, help="the same for wave_paper (slow Jacobian)")
+    parser.add_argument("--ntk-cases", nargs="*", default=list(NTK_CASES), choices=NTK_CASES, help="labs of ntk_frame")
+    parser.add_argument("--blas-threads", nargs="*", default=["default", "1"],
+                        help="OPENBLAS_NUM_THREADS of the ntk_frame children ('default': unset)")
+    parts = ["first_frame", "throughput", "wave_rss", "ntk_frame"]
+    parser.add_argument("--only", nargs="*", default=parts, choices=parts, help="parts to run")
+    parser.add_argument("--child", choices=["first-frame", "wave-rss", "ntk-frame"], help=argparse.SUPPRESS)
+    parser.add_argument("--case", choices=NTK_CASES, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child == "ntk-frame":
+        print_json(child_ntk_frame(args.case, args.ntk_repeats), compact=True)
+        return
     if args.child == "first-frame":
         print_json(child_first_frame(), compact=True)
         return
@@ -190,6 +280,7 @@ def main() -> None:
         return
     if args.quick:
         args.warm_starts, args.steps, args.repeats, args.wave_seconds = 1, 5_000, 2, 5.0
+        args.ntk_repeats, args.ntk_paper_repeats = 3, 1
 
     t0 = time.perf_counter()
     out: dict = {"env": environment()}
@@ -206,6 +297,9 @@ def main() -> None:
         if "wave_rss" in args.only:
             rss = child(["--child", "wave-rss", "--wave-seconds", str(args.wave_seconds)], cache_home, 900)
             out["wave_rss"] = {**rss, "target_mib": 1024}
+        if "ntk_frame" in args.only:
+            out["ntk_frame"] = ntk_frames(cache_home, args.ntk_cases, args.blas_threads, args.ntk_repeats,
+                                          args.ntk_paper_repeats)
     out["env"]["load_average_1min_end"] = round(os.getloadavg()[0], 2)
     out["total_seconds"] = time.perf_counter() - t0
     print_json(out)

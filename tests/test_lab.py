@@ -16,10 +16,13 @@ import pytest
 pytest.importorskip("ipywidgets")
 pytest.importorskip("anywidget")
 
+from pinnlab import ntk  # noqa: E402
 from pinnlab.history import History  # noqa: E402
 from pinnlab.lab import Lab, LabState, tasks  # noqa: E402
-from pinnlab.lab.run import Curves  # noqa: E402
-from pinnlab.lab.state import PRESETS, preset  # noqa: E402
+from pinnlab.lab import run as lab_run  # noqa: E402
+from pinnlab.lab.run import Curves, LiveRun  # noqa: E402
+from pinnlab.lab.state import PRESETS, build, preset  # noqa: E402
+from pinnlab.training import Trainer  # noqa: E402
 
 SMALL = dict(width=16)  # the paper's Poisson problem, a narrower net: compiles and trains in a blink
 
@@ -339,3 +342,61 @@ def test_a_2d_problem_draws_heat_maps():
     assert set(frame.spectra) == {"K", "K_u", "K_r"} and len(frame.spectra["K"]) == 24
     assert lab.figure.layout.coloraxis.colorscale and lab.figure.layout.coloraxis2.cmin == 0
     assert lab.step == 0  # the step-0 keyframe is drawn before any training (no chunk compiled here)
+
+
+# -- the NTK path of the spectra and traces ------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["default", "wave", "heat", "wave_paper"])
+def test_the_lab_presets_take_the_structured_ntk(name):
+    state = LabState() if name == "default" else preset(name)
+    problem, net, train = build(state, chunk=1)
+    trainer = Trainer(problem, net, train)  # as LiveRun builds it (no compile: nothing is traced here)
+    assert ntk.explain(trainer.apply, problem.terms) == dict.fromkeys(problem.term_names, "structured")
+    assert ntk.resolve_method(trainer.apply, problem.terms) == "structured"
+
+
+def test_the_lab_spectra_and_traces_never_form_per_point_gradients(monkeypatch):
+    resolved = []
+    resolve = ntk.resolve_method
+    monkeypatch.setattr(ntk, "resolve_method", lambda *a, **k: resolved.append(resolve(*a, **k)) or resolved[-1])
+
+    def per_point_gradient(*args, **kwargs):
+        raise AssertionError("the lab took the per-point Jacobian path")
+
+    monkeypatch.setattr(ntk, "point_gradient", per_point_gradient)
+    lab = Lab("poisson", rule="ntk", **SMALL)  # the step-0 keyframe: K on the probe points and its spectra
+    lab.run(lab.runs[0].chunk)  # the training step's traces (Algorithm 1), then a keyframe at the last step
+    lab.set(rule="none")
+    lab.set(rule="ntk")  # the lab's own traces: weights computed at once on a rule switch
+    assert lab.runs[0].keyframes[-1].step == lab.step and lab.runs[0].keyframes[-1].spectra is not None
+    assert len(resolved) >= 4 and set(resolved) == {"structured"}
+    assert lab.runs[0].ntk_method == "structured" and lab.runs[0].spectra_seconds > 0
+    counter = lab.controls.counter.value
+    assert "NTK structured" in counter and "ms</span>" in counter
+    assert "title='K = J J^T from each layer&#x27;s Taylor-stream factors" in counter  # the tooltip stays quoted
+
+
+def test_a_cheap_ntk_refreshes_the_spectra_within_the_time_budget():
+    lab = Lab("poisson", **SMALL)
+    live = lab.runs[0]
+    while live.step - live.keyframes[-1].step < lab.state.ntk_every:  # past the NTK period: due but for time
+        live.advance()
+    now = 1000.0
+    lab._last_keyframe, lab._keyframe_cost = now - 0.25, 0.002  # a 2 ms keyframe 0.25 s ago: due
+    assert lab._keyframe_due(now)
+    lab._keyframe_cost = 0.05  # a 50 ms keyframe: at most 4 % of the time, every 1.25 s
+    assert not lab._keyframe_due(now) and lab._keyframe_due(now + 1.0)
+
+
+def test_the_history_keeps_a_bounded_thinned_record_of_spectra(monkeypatch):
+    monkeypatch.setattr(lab_run, "MAX_RECORDS", 6)
+    live = LiveRun(LabState(**SMALL))
+    for _ in range(10):
+        live.advance()
+        live.keyframe(spectra=True)
+    h = live.trainer.history
+    assert len(h.spectra) <= 6 and len(h.spectra_step) == len(h.spectra) == len(h.ntk_drift)
+    assert len(h.eval_step) <= 6 and len(h.eval_step) == len(h.rel_l2) == len(h.param_drift)
+    assert h.spectra_step[0] == 0 and h.spectra_step[-1] == live.step == h.eval_step[-1]
+    assert np.all(np.diff(h.spectra_step) > 0)
+    assert live.records_thinned["spectra"] > 1
+    assert "spectra thinned" in live.finish_history().message

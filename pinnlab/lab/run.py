@@ -4,7 +4,8 @@ No widgets and no plotly here: a :class:`LiveRun` owns a :class:`~pinnlab.traini
 its snapshots into what the dashboard draws. Curves keep at most ~2,000 rows (every k-th step, k
 doubling as the run grows), so a frame costs the same at step 100 and at step 10^7. A
 :class:`Keyframe` (prediction, error and, at the NTK period, the spectra on the trainer's fixed probe
-points) is what the replay slider scrubs through.
+points) is what the replay slider scrubs through. The spectra take the NTK path ``ntk.kernel`` picks for
+the lab's net and terms (``"structured"`` for every lab preset: see :attr:`LiveRun.ntk_method`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pinnlab.training import Trainer
 
 MAX_ROWS = 2000  # curve rows kept for drawing
 MAX_KEYFRAMES = 240  # replay positions kept (thinned by halves, the first always kept)
+MAX_RECORDS = 2000  # spectra and evaluations the trainer's History may hold before they are thinned by half
 HISTORY_ROWS = 1_000_000  # per-step rows the trainer's History may hold before it is thinned by half
 CHUNK_RANGE = (0.018, 0.06)  # seconds per chunk outside which an auto chunk is re-picked (once per build)
 
@@ -101,7 +103,11 @@ class LiveRun:
         self.thinned = 1  # factor by which the History's per-step rows were thinned
         self.diverged_at: int | None = None
         self._history_rows = 0
+        self.records_thinned = {"spectra": 1, "evaluations": 1}  # factors the History's records were thinned by
         t = self.trainer
+        # The NTK path of the spectra and traces below (both ask ntk for method "auto").
+        self.ntk_method = ntk.resolve_method(t.apply, problem.terms)
+        self.spectra_seconds: float | None = None  # smoothed seconds of K and its spectra per keyframe
         grid = jnp.asarray(problem.grid)
         flat0 = jax.flatten_util.ravel_pytree(t.params0)[0]
         self._predict = jax.jit(lambda p: t.apply(p, grid))
@@ -203,7 +209,12 @@ class LiveRun:
         t.history.add_eval(self._step, err, float(self._drift(t.state.params)))
         eig = None
         if spectra:
+            t0 = time.perf_counter()
             eig = {name: np.asarray(v, np.float32) for name, v in t.spectra().items()}
+            cost = time.perf_counter() - t0
+            if self.keyframes:  # the first one compiles the kernel: not its cost per frame
+                self.spectra_seconds = cost if self.spectra_seconds is None else 0.7 * self.spectra_seconds + 0.3 * cost
+        self._bound_records()
         frame = Keyframe(self._step, pred, err, eig)
         if self.keyframes and self.keyframes[-1].step == frame.step:
             self.keyframes[-1] = frame
@@ -212,6 +223,19 @@ class LiveRun:
         if len(self.keyframes) > MAX_KEYFRAMES:  # halve, keeping the step-0 reference and the newest
             self.keyframes = self.keyframes[:1] + self.keyframes[2:-1:2] + self.keyframes[-1:]
         return frame
+
+    def _bound_records(self) -> None:
+        """Halve the History's spectra and evaluations (first and newest kept) past :data:`MAX_RECORDS` each."""
+        h = self.trainer.history
+        for group, names in (("spectra", ("spectra_step", "spectra", "ntk_drift")),
+                             ("evaluations", ("eval_step", "rel_l2", "param_drift"))):
+            n = len(getattr(h, names[0]))
+            if n > MAX_RECORDS:
+                keep = [0, *range(2, n - 1, 2), n - 1]
+                for name in names:
+                    values = getattr(h, name)
+                    setattr(h, name, [values[i] for i in keep])
+                self.records_thinned[group] *= 2
 
     def spectra_at(self, index: int) -> Keyframe | None:
         """The newest keyframe with spectra at or before ``index``."""
@@ -226,7 +250,9 @@ class LiveRun:
         status = "completed" if self.diverged_at is None else "diverged"
         if self.diverged_at is not None:
             message = f"loss became non-finite at step {self.diverged_at}; " + message
-        note = f" (per-step curves thinned {self.thinned}x to bound memory)" if self.thinned > 1 else ""
+        factors = {"per-step curves": self.thinned, **self.records_thinned}
+        thinned = [f"{what} thinned {factor}x" for what, factor in factors.items() if factor > 1]
+        note = f" ({', '.join(thinned)} to bound memory)" if thinned else ""
         t.history.finish(np.asarray(self._predict(t.state.params)), t.seconds, status, message + note)
         return t.history
 
