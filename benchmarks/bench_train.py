@@ -4,21 +4,30 @@ Run from the repository root: ``PYTHONPATH=. python benchmarks/bench_train.py [-
 Prints one JSON object. For each case (paper E3 Poisson; wave at each width) it reports steps per
 second of
 
-* ``pinnlab``: ``Trainer.advance(n)`` with ``weighting="none"``, ``ntk_every=0`` (no NTK work),
+* ``pinnlab``: ``Trainer.advance(n)`` with ``weighting="none"``, ``ntk_every=0`` (no NTK work); its
+  loss takes the Taylor-stream residuals of :mod:`pinnlab.residuals` where they pay (wave: the
+  residual term ``r``; ``loss_path`` says which, per term),
 * ``plain_scan``: the same step in plain JAX (params a list of ``(W, b)``, no Flax, no pinnlab),
-  ``jax.lax.scan`` over ``chunk`` steps per jitted call, per-step losses fetched after each call,
+  derivatives by nested ``jax.jvp``, ``jax.lax.scan`` over ``chunk`` steps per jitted call, per-step
+  losses fetched after each call,
 * ``plain_step``: the same step jitted alone (carry donated) and called from a Python loop,
+* ``plain_grad_scan`` (wave only): ``plain_scan`` with the derivatives by nested ``jax.grad``
+  (reverse over reverse, as the released TF code's ``tf.gradients``),
+* ``pinnlab_nested`` (wave only, a diagnosis; ``--no-nested`` skips it): ``pinnlab`` on the same
+  problem with the terms' operators removed, so its loss takes the nested-``jvp`` residuals,
 * ``plain_scan_cond`` (E3 only, a diagnosis): ``plain_scan`` plus what pinnlab's step adds for its
   live NTK controls: a ``lax.cond`` on a traced rule whose branch would recompute the traces and
   weights (never taken here), a loss weighted by the carried weights, and per-step weights/traces.
 
 Candidates are measured interleaved in this process (A, B, C, A, B, C, ...). ``*_steps_per_s`` use
-median wall time. Each ratio (speed of the first over the second, goal for pinnlab over plain_scan
->= 0.9) comes three ways: ``ratio_*`` from median wall times, ``best_ratio_*`` from the fastest
-repeats, ``cpu_ratio_*`` from median process CPU time; on a busy machine the wall times of
-neighbouring repeats can differ several-fold, and the last two are the steadier ones.
+median wall time. Each ratio (speed of the first over the second; goals for pinnlab over
+plain_scan: >= 0.9 on E3, >= 1.25 on wave) comes three ways: ``ratio_*`` from median wall times,
+``best_ratio_*`` from the fastest repeats, ``cpu_ratio_*`` from median process CPU time; on a busy
+machine the wall times of neighbouring repeats can differ several-fold, and the last two are the
+steadier ones.
 Before timing, both implementations evaluate loss and gradient on pinnlab's initial params (copied
-into the plain layout) and pinnlab's first batch: ``check`` reports the relative differences.
+into the plain layout) and pinnlab's first batch: ``check`` (``check_plain_grad`` for the nested-grad
+variant) reports the relative differences.
 ``ntk_cost`` compares wave training with ``weighting="ntk"`` (update_every=100) against ``"none"``.
 """
 
@@ -105,19 +114,46 @@ def poisson_traces(a: float, mean, std) -> Callable:
     return lambda params, x_b, x_r: jnp.stack([trace(r, params, x) for r, x in zip(residuals, (x_b, x_r), strict=True)])
 
 
-def wave_losses(c: float, a: float, mean, std) -> Callable:
-    """Per-term losses [u, ut, r] of the released wave code; ``u`` sums three means (t=0, x=0, x=1)."""
-    e_t, e_x = jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0])
+def wave_exact(c: float, a: float) -> Callable:
+    """The exact wave solution at one point (t, x)."""
 
     def exact(p):
         t, x = p[0], p[1]
         slow = jnp.sin(jnp.pi * x) * jnp.cos(c * jnp.pi * t)
         return slow + a * jnp.sin(2 * c * jnp.pi * x) * jnp.cos(2 * c**2 * jnp.pi * t)
 
+    return exact
+
+
+def wave_losses(c: float, a: float, mean, std) -> Callable:
+    """Per-term losses [u, ut, r] of the released wave code; ``u`` sums three means (t=0, x=0, x=1).
+
+    u_t, u_tt and u_xx by nested forward mode (``jax.jvp`` of ``jax.jvp``).
+    """
+    e_t, e_x = jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0])
+    exact = wave_exact(c, a)
+
     def losses(params, x_ic, x_b0, x_b1, x_ut, x_r):
         u = lambda p: plain_mlp(params, p, mean, std)
         u_t = directional(u, e_t)
         res = lambda p: directional(u_t, e_t)(p) - c**2 * directional(directional(u, e_x), e_x)(p)
+        mse_u = lambda x: jnp.mean((jax.vmap(u)(x) - jax.vmap(exact)(x)) ** 2)
+        loss_u = mse_u(x_ic) + mse_u(x_b0) + mse_u(x_b1)
+        return jnp.stack([loss_u, jnp.mean(jax.vmap(u_t)(x_ut) ** 2), jnp.mean(jax.vmap(res)(x_r) ** 2)])
+
+    return losses
+
+
+def wave_losses_grad(c: float, a: float, mean, std) -> Callable:
+    """:func:`wave_losses` with the derivatives by nested reverse mode, as the released TF code
+    (``tf.gradients`` of ``tf.gradients``): u_t = grad(u)[0], u_tt = grad(u_t)[0], u_xx = grad(u_x)[1]."""
+    exact = wave_exact(c, a)
+
+    def losses(params, x_ic, x_b0, x_b1, x_ut, x_r):
+        u = lambda p: plain_mlp(params, p, mean, std)
+        u_t = lambda p: jax.grad(u)(p)[0]
+        u_x = lambda p: jax.grad(u)(p)[1]
+        res = lambda p: jax.grad(u_t)(p)[0] - c**2 * jax.grad(u_x)(p)[1]
         mse_u = lambda x: jnp.mean((jax.vmap(u)(x) - jax.vmap(exact)(x)) ** 2)
         loss_u = mse_u(x_ic) + mse_u(x_b0) + mse_u(x_b1)
         return jnp.stack([loss_u, jnp.mean(jax.vmap(u_t)(x_ut) ** 2), jnp.mean(jax.vmap(res)(x_r) ** 2)])
@@ -230,6 +266,12 @@ def scan_runner(fn: Callable, carry, chunks: int, *extra) -> Callable[[], None]:
     return run
 
 
+def trainer_runner(trainer, n: int) -> Callable[[], None]:
+    """A repeat of ``trainer.advance(n)``, after one untimed call (compile + warm-up)."""
+    trainer.advance(n)
+    return lambda: trainer.advance(n)
+
+
 def step_runner(step_fn: Callable, carry, n: int) -> Callable[[], None]:
     """A repeat of ``n`` calls of a jitted single step from Python, blocking once at the end."""
     state = {"carry": jax.block_until_ready(step_fn(jax.tree.map(lambda x: x.copy(), carry))[0])}
@@ -257,8 +299,11 @@ def summarise(candidates: dict[str, Callable[[], None]], n: int, repeats: int) -
     wall, cpu = interleaved(candidates, repeats)
     rate = {k: n / median(v) for k, v in wall.items()}
     out = {f"{k}_steps_per_s": r for k, r in rate.items()}
-    for ref in ("plain_scan", "plain_step"):
-        out.update(ratios("pinnlab", ref, wall, cpu, f"pinnlab_over_{ref}"))
+    for ref in ("plain_scan", "plain_step", "plain_grad_scan", "pinnlab_nested"):
+        if ref in rate:
+            out.update(ratios("pinnlab", ref, wall, cpu, f"pinnlab_over_{ref}"))
+    if "pinnlab_nested" in rate:
+        out.update(ratios("pinnlab_nested", "plain_scan", wall, cpu, "pinnlab_nested_over_plain_scan"))
     if "plain_scan_cond" in rate:
         out.update(ratios("plain_scan_cond", "plain_scan", wall, cpu, "plain_scan_cond_over_plain_scan"))
     out["wall_s"] = {k: [round(s, 4) for s in v] for k, v in wall.items()}
@@ -314,13 +359,22 @@ def bench_e3(args) -> dict:
         "plain_step": lambda chunks: step_runner(step_fn, carry, chunks * chunk),
         "plain_scan_cond": lambda chunks: scan_runner(cond_fn, cond_carry, chunks, jnp.asarray(0, jnp.int32)),
     }
-    return {"check": check, **compare(trainer, runners, chunk, args)}
+    return {"loss_path": loss_path(trainer), "check": check, **compare(trainer, runners, chunk, args)}
 
 
-def wave_trainer(width: int, weighting: str, chunk: int, update_every: int = 100):
+def without_operators(problem):
+    """The problem with no term declaring its operator: pinnlab's loss then takes the nested-jvp path."""
+    import dataclasses
+
+    terms = tuple(dataclasses.replace(t, operator=None) for t in problem.terms)
+    return dataclasses.replace(problem, terms=terms)
+
+
+def wave_trainer(width: int, weighting: str, chunk: int, update_every: int = 100, nested: bool = False):
     from pinnlab import TrainConfig, Trainer, convention, make_problem
 
     problem = make_problem("wave")
+    problem = without_operators(problem) if nested else problem
     net_config = convention("paper_code", problem.default_init, width=width, depth=3)
     config = TrainConfig(optimizer="adam", lr=1e-3, decay_steps=1000, decay_rate=0.9, weighting=weighting,
                          update_every=update_every, ntk_every=0, chunk=chunk, steps=10**6)
@@ -343,17 +397,33 @@ def bench_wave(args, width: int) -> dict:
     losses = wave_losses(problem.params["c"], problem.params["a"], mean, std)
     n = problem.terms[0].n // 3
     split = lambda batch: (batch[0][:n], batch[0][n : 2 * n], batch[0][2 * n :], batch[1], batch[2])
+    grad_losses = wave_losses_grad(problem.params["c"], problem.params["a"], mean, std)
     check = check_same_step(trainer, losses, split)
+    check_grad = check_same_step(trainer, grad_losses, split)
     optimizer = optax.adam(optax.exponential_decay(1e-3, 1000, 0.9))
     scan_fn, step_fn = plain_runners(losses, wave_sample, optimizer, chunk)
+    grad_scan_fn, _ = plain_runners(grad_losses, wave_sample, optimizer, chunk)
     params = plain_init(jax.random.key(1), [2, width, width, width, 1], "glorot_normal")
     carry = (params, optimizer.init(params), jax.random.key(2))
     runners = {
         "plain_scan": lambda chunks: scan_runner(scan_fn, carry, chunks),
         "plain_step": lambda chunks: step_runner(step_fn, carry, chunks * chunk),
+        "plain_grad_scan": lambda chunks: scan_runner(grad_scan_fn, carry, chunks),
     }
+    if not args.no_nested:
+        nested = wave_trainer(width, "none", chunk, nested=True)
+        runners["pinnlab_nested"] = lambda chunks: trainer_runner(nested, chunks * chunk)
     result = compare(trainer, runners, chunk, args)
-    return {"width": width, "num_params": trainer.net.num_params, "check": check, **result}
+    return {"width": width, "num_params": trainer.net.num_params, "loss_path": loss_path(trainer),
+            "check": check, "check_plain_grad": check_grad, **result}
+
+
+def loss_path(trainer) -> dict[str, str]:
+    """Per term, the residual code pinnlab's loss runs (``pinnlab.residuals.should_stream``)."""
+    from pinnlab import residuals
+
+    return {t.name: "streams" if residuals.should_stream(trainer.apply, t) else "nested jvp"
+            for t in trainer.problem.terms}
 
 
 def bench_ntk_cost(args, width: int = 100) -> dict:
@@ -385,6 +455,7 @@ def main() -> None:
     parser.add_argument("--target-s", type=float, default=0.5, help="seconds per pinnlab repeat (sets steps)")
     parser.add_argument("--budget-s", type=float, default=60.0, help="timed seconds per case (sets repeats)")
     parser.add_argument("--wave-chunk", type=int, default=0, help="wave chunk (default 100; 10 for width > 200)")
+    parser.add_argument("--no-nested", action="store_true", help="wave: skip the pinnlab_nested candidate")
     parser.add_argument("--skip", nargs="*", default=[], choices=["e3", "wave", "ntk_cost"])
     args = parser.parse_args()
     t0 = time.perf_counter()

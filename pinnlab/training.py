@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pinnlab import ntk, weighting
+from pinnlab import ntk, residuals, weighting
 from pinnlab.history import History, Snapshot
 from pinnlab.nets import NetConfig, make_net
 from pinnlab.problems.base import Problem
@@ -130,8 +130,13 @@ def _optimizer(name, lr, decay_steps, decay_rate) -> optax.GradientTransformatio
 
 
 def total_loss(apply, problem: Problem, params, batches, weights):
-    """``sum_i lambda_i L_i`` and the unweighted per-term losses ``L_i``."""
-    losses = jnp.stack([t.loss(apply, params, x) for t, x in zip(problem.terms, batches)])
+    """``sum_i lambda_i L_i`` and the unweighted per-term losses ``L_i``.
+
+    On a pinnlab MLP, a term whose declared operator has two or more derivative streams (the wave and
+    heat residuals) takes the Taylor streams of :mod:`pinnlab.residuals`: the same numbers as nested
+    ``jax.jvp`` up to rounding, in less time. Other terms take their own nested-``jvp`` residual.
+    """
+    losses = jnp.stack(residuals.losses(apply, problem.terms, params, batches))
     return jnp.sum(weights * losses), losses
 
 
