@@ -36,6 +36,7 @@ from pinnlab import streams
 from pinnlab.streams import PRIMAL
 
 DEFAULT_MAX_BYTES = 1 << 27  # stream Gram panels in flight per block (128 MiB)
+FACTOR_BATCH = 512  # points per batch of the factor pass
 
 
 def reason_not_structured(apply, term) -> str | None:
@@ -89,7 +90,8 @@ def factors(spec, params, term, points: jax.Array) -> list[Factors]:
 
         return jax.grad(r, has_aux=True)(streams.zero_offsets(params, keys, x.dtype))
 
-    grads, inputs = jax.vmap(one)(points)
+    # batches bound the stream activations held at once (thousands of points); one batch below that
+    grads, inputs = jax.lax.map(one, points, batch_size=min(points.shape[0], FACTOR_BATCH))
     out = []
     for layer, a, g in zip(streams.layers(params), inputs, grads):
         s = streams.layer_scale(config, layer["w"])
@@ -209,19 +211,36 @@ def _apply(f: list[Factors], u: list[jax.Array]) -> jax.Array:
     return sum(jnp.einsum("snp,pq,snq->n", layer.a, ul, layer.g) for layer, ul in zip(f, u))
 
 
-def matvec(apply, params, terms: Sequence, points: Sequence) -> Callable[[jax.Array], jax.Array]:
-    """``v -> K v`` for the full K (rows in term order) from factors computed once: O(N S in out) per product."""
-    check_applies(apply, terms)
-    fs = [factors(apply.mlp_spec, params, t, jnp.asarray(x)) for t, x in zip(terms, points)]
-    splits = np.cumsum([x.shape[0] for x in points])[:-1].tolist()
+@functools.lru_cache(maxsize=64)
+def _product(splits: tuple[int, ...]):
+    """``(factors, v) -> K v``, jitted once per split of v into terms (factors are traced arguments)."""
 
     @jax.jit
-    def kv(v):
-        parts = jnp.split(v, splits)
+    def kv(fs, v):
+        parts = jnp.split(v, list(splits))
         jtv = [sum(layers) for layers in zip(*(_transpose_apply(f, p) for f, p in zip(fs, parts)))]
         return jnp.concatenate([_apply(f, jtv) for f in fs])
 
     return kv
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_factors(apply, terms: tuple, operators: tuple):
+    del operators
+    return jax.jit(lambda params, points: [factors(apply.mlp_spec, params, t, x) for t, x in zip(terms, points)])
+
+
+def matvec(apply, params, terms: Sequence, points: Sequence) -> Callable[[jax.Array], jax.Array]:
+    """``v -> K v`` for the full K (rows in term order) from factors computed once: O(N S in out) per product.
+
+    A :class:`jax.tree_util.Partial` over the factors, so an eigensolver that jits a step taking it
+    compiles once, whatever the parameters.
+    """
+    check_applies(apply, terms)
+    terms = tuple(terms)
+    fs = _jitted_factors(apply, terms, _operators(terms))(params, [jnp.asarray(x) for x in points])
+    splits = tuple(np.cumsum([np.shape(x)[0] for x in points])[:-1].tolist())
+    return jax.tree_util.Partial(_product(splits), fs)
 
 
 def _operators(terms) -> tuple:

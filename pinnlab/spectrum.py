@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import Partial
 
+from pinnlab import ntk, ntk_structured
 from pinnlab.nets import Apply, Params
 from pinnlab.problems.base import Term
 
@@ -255,17 +256,22 @@ def kernel_matvec(apply: Apply, params: Params, terms: Sequence[Term], points: S
 def top_eigenvalues(
     apply: Apply, params: Params, terms: Sequence[Term], points: Sequence, k: int = 20, *,
     matvec: Matvec | None = None, iterations: int | None = None, block_size: int = 1,
-    key: jax.Array | None = None, tol: float = 0.0, return_bounds: bool = False,
+    key: jax.Array | None = None, tol: float = 0.0, return_bounds: bool = False, method: str = "auto",
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """The k largest eigenvalues of the PINN's NTK K (descending), by :func:`lanczos` on K v products.
 
     ``matvec``: any ``(n,) -> (n,)`` product with the same K (n = total points, terms in order), e.g.
-    a structured one; default :func:`kernel_matvec`. The Lanczos vectors take the dtype of ``params``.
+    a structured one. Default: by ``method`` (as in :mod:`pinnlab.ntk`), the structured product
+    :func:`pinnlab.ntk_structured.matvec` (factors computed once, 2-5x faster per product on the wave)
+    where it applies, else :func:`kernel_matvec`. The Lanczos vectors take the dtype of ``params``.
     Other arguments as in :func:`lanczos`. In float32 the products are accurate relative to ||K v||, so
     values far below eps lambda_1 stay meaningful (wave, width 200, 900 points: the top 30, down to
     1.6e-8 lambda_1, within 1e-3 of float64; the float32 dense kernel's eigvalsh is off by 7e-2 there).
     """
     n = sum(int(np.shape(x)[0]) for x in points)
-    mv = kernel_matvec(apply, params, terms, points) if matvec is None else matvec
+    mv = matvec
+    if mv is None:
+        structured = ntk.resolve_method(apply, terms, method) == "structured"
+        mv = (ntk_structured.matvec if structured else kernel_matvec)(apply, params, terms, points)
     return lanczos(mv, n, k, iterations=iterations, block_size=block_size, key=key,
                    dtype=jax.tree.leaves(params)[0].dtype, tol=tol, return_bounds=return_bounds)
