@@ -27,6 +27,8 @@ from pinnlab.nets import NetConfig, make_net
 from pinnlab.problems.base import Problem
 
 OPTIMIZERS = ("sgd", "adam")
+DENSE_SPECTRA_MAX = 2048  # probe points up to which spectra come from the formed K (all eigenvalues)
+SPECTRA_TOP_K = 50  # eigenvalues per spectrum above that (Lanczos)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -315,7 +317,14 @@ class Trainer:
         return snap
 
     def spectra(self, snap: Snapshot | None = None) -> dict[str, np.ndarray]:
-        """Full K on the fixed probe points, eigenvalues of K and its diagonal blocks, NTK drift."""
+        """Eigenvalues of K and its diagonal blocks on the fixed probe points, and the NTK drift.
+
+        Up to :data:`DENSE_SPECTRA_MAX` probe points: all eigenvalues of the formed K. Above that: the
+        top :data:`SPECTRA_TOP_K` of K and of each block by Lanczos on matrix-free K v products
+        (:mod:`pinnlab.spectrum`), without forming K; the drift ||K_t - K_0|| / ||K_0|| is then NaN.
+        """
+        if sum(int(x.shape[0]) for x in self.probe) > DENSE_SPECTRA_MAX:
+            return self._top_spectra(snap)
         k = ntk.kernel(self.apply, self.state.params, self.problem.terms, self.probe)
         if self.k0 is None:
             self.k0 = k if self.step == 0 else ntk.kernel(self.apply, self.params0, self.problem.terms, self.probe)
@@ -327,6 +336,20 @@ class Trainer:
         self.history.add_spectra(self.step, eig, drift)
         if snap is not None:
             snap.spectra, snap.ntk_drift = eig, drift
+        return eig
+
+    def _top_spectra(self, snap: Snapshot | None) -> dict[str, np.ndarray]:
+        from pinnlab import spectrum  # only for large probe sets
+
+        params, terms = self.state.params, self.problem.terms
+        top = lambda ts, xs: spectrum.top_eigenvalues(self.apply, params, ts, xs, k=min(
+            SPECTRA_TOP_K, sum(int(x.shape[0]) for x in xs)))
+        eig = {"K": top(terms, self.probe)}
+        for term, x in zip(terms, self.probe):
+            eig[f"K_{term.name}"] = top((term,), (x,))
+        self.history.add_spectra(self.step, eig, float("nan"))
+        if snap is not None:
+            snap.spectra, snap.ntk_drift = eig, float("nan")
         return eig
 
     def prediction(self) -> np.ndarray:

@@ -202,6 +202,26 @@ def test_run_records_evaluations_spectra_and_prediction(poisson):
     assert history.final["steps"] == trainer.step == 20 and history.final["status"] == "completed"
 
 
+def test_large_probe_sets_get_top_spectra_by_lanczos(poisson, monkeypatch, tmp_path):
+    """Above DENSE_SPECTRA_MAX probe points the spectra are the top eigenvalues, without forming K."""
+    import pinnlab.training as training
+
+    monkeypatch.setattr(training, "DENSE_SPECTRA_MAX", 10)
+    monkeypatch.setattr(training, "SPECTRA_TOP_K", 4)
+    trainer = Trainer(poisson, NET, TrainConfig(lr=1e-4, steps=5, chunk=5, spectra_at=(0, 5)))
+    history = trainer.run()
+    k = ntk.kernel(trainer.apply, trainer.state.params, poisson.terms, trainer.probe)
+    top = history.spectra[-1]
+    assert {name: v.shape for name, v in top.items()} == {"K": (4,), "K_u": (4,), "K_r": (4,)}
+    scale = np.trace(k)
+    np.testing.assert_allclose(top["K"], ntk.eigenvalues(k)[:4], rtol=1e-4, atol=1e-6 * scale)
+    np.testing.assert_allclose(top["K_u"], ntk.eigenvalues(k[:10, :10])[:4], rtol=1e-4, atol=1e-6 * scale)
+    assert np.isnan(history.ntk_drift[-1])
+    history.save(tmp_path)
+    loaded = type(history).load(tmp_path)
+    np.testing.assert_array_equal(loaded.spectra[-1]["K"], top["K"])
+
+
 def test_advance_zero_steps_and_bad_live_controls(poisson):
     trainer = Trainer(poisson, NET, TrainConfig(chunk=5))
     snap = trainer.advance(0)
