@@ -4,7 +4,7 @@ The core (problems, nets, ntk, weighting, training, history) needs only jax, fla
 Plots, reports and widgets are imported lazily, on first use.
 """
 
-from pinnlab import derivatives, ntk, weighting
+from pinnlab import derivatives, ensemble, ntk, spectrum, weighting
 from pinnlab.history import History, Snapshot
 from pinnlab.nets import MLP, Net, NetConfig, convention, make_net
 from pinnlab.problems import PROBLEMS, Heat1D, Poisson1D, Problem, Term, Wave1D, make_problem
@@ -23,5 +23,5 @@ def __getattr__(name: str):
 __all__ = [
     "MLP", "PROBLEMS", "Heat1D", "History", "Net", "NetConfig", "Poisson1D", "Problem", "Snapshot",
     "Term", "TrainConfig", "Trainer", "Wave1D", "convention", "derivatives", "make_net", "make_problem",
-    "ntk", "ntk_weights_at_init", "weighting",
+    "ensemble", "ntk", "ntk_weights_at_init", "spectrum", "weighting",
 ]
