@@ -48,7 +48,8 @@ def single(args) -> dict:
     apply, params, terms = net.apply, net.params, problem.terms
     points = jax.block_until_ready(problem.sample(jax.random.key(1), ntk=True))
     kw = {"max_bytes": args.max_bytes} if args.max_bytes else {}
-    traces_fn = jax.jit(lambda p, pts: ntk.traces(apply, p, terms, pts))
+    kw["method"] = args.method
+    traces_fn = jax.jit(lambda p, pts: ntk.traces(apply, p, terms, pts, method=args.method))
     calls = {
         "K_rr": lambda: [ntk.block(apply, params, terms[2], points[2], **kw)],
         "diag_blocks": lambda: [ntk.block(apply, params, t, x, **kw) for t, x in zip(terms, points, strict=True)],
@@ -90,6 +91,7 @@ def child(args, what: str, n: int, width: int) -> dict:
             "--width", str(width), "--repeats", str(args.repeats), "--budget-s", str(args.budget_s)]
     if args.max_bytes:
         argv += ["--max-bytes", str(args.max_bytes)]
+    argv += ["--method", args.method]
     t0 = time.perf_counter()
     result = run_child(argv, timeout=args.child_timeout)
     result["wall_s"] = time.perf_counter() - t0
@@ -131,6 +133,9 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=30.0, help="cap on timed seconds per configuration")
     parser.add_argument("--max-bytes", type=int, default=0, help="ntk max_bytes (0: pinnlab's default, 1 GiB)")
     parser.add_argument("--child-timeout", type=float, default=300.0)
+    parser.add_argument("--method", default="jacobian", choices=["jacobian", "structured", "auto"],
+                        help="ntk method (default jacobian: this script measures the memory-bounded Jacobian "
+                             "path; bench_ntk_structured.py compares both)")
     parser.add_argument("--no-paper-scale", action="store_true")
     parser.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--what", default="K_rr", choices=WHATS, help=argparse.SUPPRESS)
