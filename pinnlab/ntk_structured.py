@@ -255,9 +255,16 @@ def jitted_kernel(apply, terms: Sequence, max_bytes: int = DEFAULT_MAX_BYTES):
 
 
 def jitted_block(apply, term_i, term_j, same: bool, max_bytes: int = DEFAULT_MAX_BYTES):
-    """``jit(block)``: ``fn(params, x)`` when ``same`` (K_ii), else ``fn(params, x_i, x_j)``."""
+    """``fn(params, x)`` (K_ii, when ``same``) or ``fn(params, x_i, x_j)``: jitted factors per term, shared
+    by every block of that term (a run of blocks compiles the stream pass once per term), and a jitted
+    assembly per pair of shapes."""
     check_applies(apply, (term_i, term_j))
-    return _jitted_block(apply, term_i, term_j, same, _operators((term_i, term_j)), max_bytes)
+    fac_i = _jitted_term_factors(apply, term_i, _operators((term_i,)))
+    assemble = _jitted_assemble(same, max_bytes)
+    if same:
+        return lambda params, x: assemble(fac_i(params, x))
+    fac_j = _jitted_term_factors(apply, term_j, _operators((term_j,)))
+    return lambda params, x, y: assemble(fac_i(params, x), fac_j(params, y))
 
 
 @functools.lru_cache(maxsize=64)
@@ -267,8 +274,13 @@ def _jitted_kernel(apply, terms, operators, max_bytes):
 
 
 @functools.lru_cache(maxsize=64)
-def _jitted_block(apply, term_i, term_j, same, operators, max_bytes):
+def _jitted_term_factors(apply, term, operators):
     del operators
+    return jax.jit(lambda params, x: factors(apply.mlp_spec, params, term, x))
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_assemble(same: bool, max_bytes: int):
     if same:
-        return jax.jit(lambda params, x: block(apply, params, term_i, x, max_bytes=max_bytes))
-    return jax.jit(lambda params, x, y: block(apply, params, term_i, x, term_j, y, max_bytes=max_bytes))
+        return jax.jit(lambda f: block_from_factors(f, f, max_bytes))
+    return jax.jit(lambda fi, fj: block_from_factors(fi, fj, max_bytes))
