@@ -224,12 +224,6 @@ def _product(splits: tuple[int, ...]):
     return kv
 
 
-@functools.lru_cache(maxsize=64)
-def _jitted_factors(apply, terms: tuple, operators: tuple):
-    del operators
-    return jax.jit(lambda params, points: [factors(apply.mlp_spec, params, t, x) for t, x in zip(terms, points)])
-
-
 def matvec(apply, params, terms: Sequence, points: Sequence) -> Callable[[jax.Array], jax.Array]:
     """``v -> K v`` for the full K (rows in term order) from factors computed once: O(N S in out) per product.
 
@@ -238,7 +232,7 @@ def matvec(apply, params, terms: Sequence, points: Sequence) -> Callable[[jax.Ar
     """
     check_applies(apply, terms)
     terms = tuple(terms)
-    fs = _jitted_factors(apply, terms, _operators(terms))(params, [jnp.asarray(x) for x in points])
+    fs = [_jitted_term_factors(apply, t, _operators((t,)))(params, jnp.asarray(x)) for t, x in zip(terms, points)]
     splits = tuple(np.cumsum([np.shape(x)[0] for x in points])[:-1].tolist())
     return jax.tree_util.Partial(_product(splits), fs)
 
