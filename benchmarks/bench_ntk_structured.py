@@ -62,7 +62,9 @@ def single(method: str, workload: str, width: int, n: int, repeats: int) -> dict
     if workload == "full":
         run = lambda: ntk.eigenvalues(ntk.kernel(net.apply, net.params, problem.terms, points, method=method))
     else:
-        run = lambda: [ntk.block(net.apply, net.params, t, x, method=method) for t, x in zip(problem.terms, points)]
+        # block inside the timed call: jax dispatches asynchronously (on a GPU the call returns at once)
+        run = lambda: jax.block_until_ready(
+            [ntk.block(net.apply, net.params, t, x, method=method) for t, x in zip(problem.terms, points)])
     reset_hwm()
     before = rss_mib()
     t0 = time.perf_counter()
@@ -77,9 +79,18 @@ def single(method: str, workload: str, width: int, n: int, repeats: int) -> dict
         out = run()
         times.append(time.perf_counter() - t0)
     summary = [float(np.sum(out[:10]))] if workload == "full" else [float(np.trace(k)) for k in out]
-    return {"method": method, "workload": workload, "width": width, "n": n, "num_params": net.num_params,
+    return {**_device_memory(jax.devices()[0]), "method": method, "workload": workload, "width": width, "n": n,
+            "num_params": net.num_params,
             "first_call_s": first, "first_call_additional_peak_mib": first_peak, "median_s": median(times),
             "min_s": min(times), "additional_peak_mib": hwm_mib() - before, "check": summary}
+
+
+def _device_memory(device) -> dict:
+    """Peak accelerator memory in use (MiB) where the backend reports it (GPU: yes; CPU: no)."""
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if not stats or "peak_bytes_in_use" not in stats:
+        return {}
+    return {"device_peak_mib": stats["peak_bytes_in_use"] / 2**20, "device_in_use_mib": stats["bytes_in_use"] / 2**20}
 
 
 def case(workload: str, width: int, n: int, repeats: int, timeout: float) -> dict:
@@ -105,6 +116,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds")
     parser.add_argument("--only", nargs="*", choices=["paper", "table"], default=["paper", "table"])
     parser.add_argument("--single", nargs=4, metavar=("METHOD", "WORKLOAD", "WIDTH", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--widths", type=int, nargs="+", default=list(WIDTHS), help="table widths")
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="table points per term")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per child process")
     parser.add_argument("--blas-threads", default="1", help="OPENBLAS_NUM_THREADS of the children ('default': unset)")
@@ -124,7 +137,8 @@ def main() -> None:
         out["paper"] = [case(w, 500, 300, args.repeats, args.timeout) for w in ("full", "blocks")]
     if "table" in args.only:
         # few repeats where one call takes seconds: the table is about scaling, not the last percent
-        out["table"] = [case("blocks", width, n, 3 if n <= 300 else 1, args.timeout) for n in SIZES for width in WIDTHS]
+        out["table"] = [case("blocks", width, n, 3 if n <= 300 else 1, args.timeout) for n in args.sizes
+                      for width in args.widths]
     out["env_after"] = environment()
     print_json(out)
 
