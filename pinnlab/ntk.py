@@ -18,10 +18,16 @@ Two methods compute the same numbers (tests pin both against an explicit J J^T i
 
 ``method="auto"`` (the default) takes the structured path where it applies to every term involved and
 the Jacobian path otherwise; :func:`explain` says which, and why.
+
+Every kernel function runs its matmuls at ``precision="highest"`` by default (:func:`matmul_precision`):
+on GPUs JAX's default float32 matmuls are TF32, and the wave kernel then came out 4-7e-4 off its
+float64 value on an H200 (3e-7 at "highest"), too coarse for spectra that span many decades. CPUs
+compute float32 matmuls in full either way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Sequence
 
@@ -36,6 +42,19 @@ from pinnlab.problems.base import Term
 DEFAULT_MAX_BYTES = 1 << 30  # Jacobian panels in flight for `block`/`kernel`
 DEFAULT_TRACE_BYTES = 1 << 28  # per-point gradients in flight for `diagonal`/`traces`
 METHODS = ("auto", "structured", "jacobian")
+PRECISION = "highest"  # float32 matmuls in full, not TF32 (see the module docstring)
+
+
+def matmul_precision(precision: str | None):
+    """A context running the matmuls traced inside it at ``precision`` (``jax.default_matmul_precision``;
+    None: JAX's default, TF32 on recent GPUs). Jitted functions are cached per precision."""
+    if precision is None:
+        return contextlib.nullcontext()
+    try:
+        return jax.default_matmul_precision(precision)
+    except ValueError as exc:
+        raise ValueError(f"precision={precision!r} is not a JAX matmul precision: use 'highest' (exact "
+                         f"float32), 'default', 'tensorfloat32', ... or None ({exc})") from None
 
 
 def explain(apply: Apply, terms: Sequence[Term]) -> dict[str, str]:
@@ -130,13 +149,19 @@ def _panel_rows(apply, params, term_i, x_i, rights, max_bytes):
 
 def block(
     apply: Apply, params: Params, term_i: Term, x_i, term_j: Term | None = None, x_j=None,
-    *, max_bytes: int | None = None, method: str = "auto",
+    *, max_bytes: int | None = None, method: str = "auto", precision: str | None = PRECISION,
 ) -> np.ndarray:
     """K_ij = J_i J_j^T (``K_ii`` when the second term is omitted), as a host array.
 
     ``max_bytes`` bounds the panels held at once (Jacobian panels, default 1 GiB, or stream Gram
-    panels, default 128 MiB); lower it on small machines. ``method``: see the module docstring.
+    panels, default 128 MiB); lower it on small machines. ``method`` and ``precision``: see the module
+    docstring.
     """
+    with matmul_precision(precision):
+        return _block(apply, params, term_i, x_i, term_j, x_j, max_bytes, method)
+
+
+def _block(apply, params, term_i, x_i, term_j, x_j, max_bytes, method) -> np.ndarray:
     same = term_j is None
     x_i = jnp.asarray(x_i)
     if same:
@@ -158,10 +183,14 @@ def _budget(max_bytes: int | None, method: str) -> int:
 
 def kernel(
     apply: Apply, params: Params, terms: Sequence[Term], points: Sequence,
-    *, max_bytes: int | None = None, method: str = "auto",
+    *, max_bytes: int | None = None, method: str = "auto", precision: str | None = PRECISION,
 ) -> np.ndarray:
     """The full K = J J^T with J = [J_1; ...; J_m], blocks in term order, as a host array."""
-    points = [jnp.asarray(x) for x in points]
+    with matmul_precision(precision):
+        return _kernel(apply, params, terms, [jnp.asarray(x) for x in points], max_bytes, method)
+
+
+def _kernel(apply, params, terms, points, max_bytes, method) -> np.ndarray:
     if resolve_method(apply, terms, method) == "structured":
         fn = ntk_structured.jitted_kernel(apply, tuple(terms), _budget(max_bytes, "structured"))
         return np.asarray(fn(params, points))
@@ -181,7 +210,7 @@ def kernel(
 
 def diagonal(
     apply: Apply, params: Params, term: Term, points: jax.Array, *, batch_size: int | None = None,
-    method: str = "auto",
+    method: str = "auto", precision: str | None = PRECISION,
 ) -> jax.Array:
     """diag(K_ii) = ||d r(x) / d theta||^2 per point.
 
@@ -189,6 +218,11 @@ def diagonal(
     holds O(n S (in + out)) numbers per layer and ignores it). Pure and traceable: usable inside
     ``jit`` and inside the training step.
     """
+    with matmul_precision(precision):
+        return _diagonal(apply, params, term, points, batch_size, method)
+
+
+def _diagonal(apply, params, term, points, batch_size, method) -> jax.Array:
     if resolve_method(apply, (term,), method) == "structured":
         return ntk_structured.diagonal(apply, params, term, points)
     grad = point_gradient(apply, term)
@@ -203,10 +237,12 @@ def diagonal(
 
 
 def traces(
-    apply: Apply, params: Params, terms: Sequence[Term], points: Sequence, *, method: str = "auto"
+    apply: Apply, params: Params, terms: Sequence[Term], points: Sequence, *, method: str = "auto",
+    precision: str | None = PRECISION,
 ) -> jax.Array:
     """``[Tr K_11, ..., Tr K_mm]``: the numbers Algorithm 1 needs. Pure and traceable."""
-    return jnp.stack([jnp.sum(diagonal(apply, params, t, x, method=method)) for t, x in zip(terms, points)])
+    return jnp.stack([jnp.sum(diagonal(apply, params, t, x, method=method, precision=precision))
+                      for t, x in zip(terms, points)])
 
 
 def eigenvalues(k) -> np.ndarray:

@@ -257,6 +257,7 @@ def top_eigenvalues(
     apply: Apply, params: Params, terms: Sequence[Term], points: Sequence, k: int = 20, *,
     matvec: Matvec | None = None, iterations: int | None = None, block_size: int = 1,
     key: jax.Array | None = None, tol: float = 0.0, return_bounds: bool = False, method: str = "auto",
+    precision: str | None = ntk.PRECISION,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """The k largest eigenvalues of the PINN's NTK K (descending), by :func:`lanczos` on K v products.
 
@@ -264,14 +265,16 @@ def top_eigenvalues(
     a structured one. Default: by ``method`` (as in :mod:`pinnlab.ntk`), the structured product
     :func:`pinnlab.ntk_structured.matvec` (factors computed once, 2-5x faster per product on the wave)
     where it applies, else :func:`kernel_matvec`. The Lanczos vectors take the dtype of ``params``.
+    The products run at ``precision`` (see :func:`pinnlab.ntk.matmul_precision`).
     Other arguments as in :func:`lanczos`. In float32 the products are accurate relative to ||K v||, so
     values far below eps lambda_1 stay meaningful (wave, width 200, 900 points: the top 30, down to
     1.6e-8 lambda_1, within 1e-3 of float64; the float32 dense kernel's eigvalsh is off by 7e-2 there).
     """
     n = sum(int(np.shape(x)[0]) for x in points)
     mv = matvec
-    if mv is None:
-        structured = ntk.resolve_method(apply, terms, method) == "structured"
-        mv = (ntk_structured.matvec if structured else kernel_matvec)(apply, params, terms, points)
-    return lanczos(mv, n, k, iterations=iterations, block_size=block_size, key=key,
-                   dtype=jax.tree.leaves(params)[0].dtype, tol=tol, return_bounds=return_bounds)
+    with ntk.matmul_precision(precision):  # the factor pass and the products are traced in here
+        if mv is None:
+            structured = ntk.resolve_method(apply, terms, method) == "structured"
+            mv = (ntk_structured.matvec if structured else kernel_matvec)(apply, params, terms, points)
+        return lanczos(mv, n, k, iterations=iterations, block_size=block_size, key=key,
+                       dtype=jax.tree.leaves(params)[0].dtype, tol=tol, return_bounds=return_bounds)
