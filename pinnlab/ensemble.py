@@ -32,12 +32,17 @@ host devices (``benchmarks/bench_ensemble.py``). Batching pays where one run lea
 (a GPU; not measured here), and several host devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``,
 set before jax is imported) can run member slices in parallel where cores are free.
 
-Several hosts (written for, NOT tested: this was developed on one CPU host): call
-``jax.distributed.initialize()`` in every process before building an ensemble. ``jax.devices()`` then
-lists the devices of all hosts, so the default mesh spans them. Every process must run the same script
-with the same members (SPMD): each builds the initial states of all members on its host (cheap and
-deterministic from the seeds) but places only its own shards (``jax.make_array_from_callback``), and
-results are gathered to every process (``multihost_utils.process_allgather``).
+Several processes (hosts): call ``jax.distributed.initialize()`` in every process before building an
+ensemble. ``jax.devices()`` then lists the devices of all processes, so the default mesh spans them.
+Every process must run the same script with the same members (SPMD): each builds the initial states
+of all members (cheap and deterministic from the seeds) but places only the shards of its own devices
+(``jax.make_array_from_callback``); results that live on several processes are gathered to every
+process (``multihost_utils.process_allgather``), results on this process's devices alone are read
+locally. A mesh of this process's devices alone (``make_mesh(jax.local_devices())``) runs an ensemble
+of this process only, with no cross-process traffic; a mesh without any device of this process is
+rejected. ``tests/test_ensemble_multiprocess.py`` runs 2 processes of 2 host (CPU) devices each on one
+machine (gloo collectives, jax's default on CPU) and checks them against a one-process run; several
+physical hosts and GPUs/TPUs are not tested.
 """
 
 from __future__ import annotations
@@ -234,10 +239,18 @@ def _place(tree, sharding: NamedSharding):
 
 
 def _fetch(tree):
-    """Global arrays -> numpy on this process (gathered from every host when there are several)."""
+    """Global arrays -> numpy on this process (gathered from every process when they span several)."""
     if jax.process_count() == 1:
         return jax.device_get(tree)
-    return multihost_utils.process_allgather(tree, tiled=True)
+
+    def one(x):
+        # process_allgather of a fully addressable array (a mesh of this process's devices) would stack
+        # every process's copy and wait for the others: read it here instead.
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return multihost_utils.process_allgather(x, tiled=True)
+        return np.asarray(jax.device_get(x))
+
+    return jax.tree.map(one, tree)
 
 
 def _stack(trees: list):
@@ -281,6 +294,11 @@ def _check_mesh(mesh: Mesh | None) -> Mesh:
         axes = getattr(mesh, "axis_names", None)
         raise ValueError(f"mesh needs an axis named {AXIS!r} for the members, got {mesh!r} (axes {axes}); "
                          "build one with pinnlab.ensemble.make_mesh(devices)")
+    here = jax.process_index()
+    if jax.process_count() > 1 and not any(d.process_index == here for d in mesh.devices.flat):
+        raise ValueError(f"mesh has no device of this process (process {here} of {jax.process_count()}): "
+                         "every process runs the ensemble (SPMD) on its own devices; use make_mesh() for all "
+                         "processes' devices, or make_mesh(jax.local_devices()) for this process alone")
     return mesh
 
 
