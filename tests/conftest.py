@@ -87,20 +87,37 @@ def explicit_jacobian(apply, params, terms, points) -> np.ndarray:
 
 
 @functools.cache
-def ntk_case(name: str, parameterization: str = "standard", standardize: bool = True,
-             activation: str = "tanh", n: int = 5, method: str = "auto") -> types.SimpleNamespace:
-    """A float64 case: problem, net, params, points, explicit J, reference J J^T and ``ntk.kernel``
-    computed with ``method``."""
+def _reference_case(name: str, parameterization: str, standardize: bool, activation: str,
+                    n: int) -> types.SimpleNamespace:
+    """The method-independent part of :func:`ntk_case`: problem, net, params, points, explicit J and J J^T.
+
+    Shared by the cases of every ``method`` on the same architecture: the explicit Jacobian is a
+    deterministic function of (net, params, points), so computing it once per architecture gives the very
+    same reference a per-method copy would (and saves a jacfwd compile per method).
+    """
     problem = small_problem(name)
     net = small_net(problem, parameterization=parameterization, standardize=standardize, activation=activation)
     with float64():
         params = to64(net.params)
         points = sample_points(problem, n)
         jac = explicit_jacobian(net.apply, params, problem.terms, points)
-        full = ntk.kernel(net.apply, params, problem.terms, points, method=method)
+    jac.setflags(write=False)  # shared between cases: read only
+    reference = jac @ jac.T
+    reference.setflags(write=False)
     offsets = np.cumsum([0] + [len(x) for x in points])
     return types.SimpleNamespace(problem=problem, net=net, params=params, points=points, jac=jac,
-                                 reference=jac @ jac.T, kernel=full, offsets=offsets, method=method)
+                                 reference=reference, offsets=offsets)
+
+
+@functools.cache
+def ntk_case(name: str, parameterization: str = "standard", standardize: bool = True,
+             activation: str = "tanh", n: int = 5, method: str = "auto") -> types.SimpleNamespace:
+    """A float64 case: problem, net, params, points, explicit J, reference J J^T and ``ntk.kernel``
+    computed with ``method``."""
+    ref = _reference_case(name, parameterization, standardize, activation, n)
+    with float64():
+        full = ntk.kernel(ref.net.apply, ref.params, ref.problem.terms, ref.points, method=method)
+    return types.SimpleNamespace(**vars(ref), kernel=full, method=method)
 
 
 def rel_err(a, b) -> float:
