@@ -10,9 +10,11 @@ per session (the same ``apply`` and ``Term`` objects also hit :mod:`pinnlab.ntk`
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import os
+import shutil
 import tempfile
 import types
 
@@ -27,6 +29,7 @@ from pinnlab import make_problem, nets, ntk
 # The CLI and the lab turn on JAX's persistent compilation cache under $XDG_CACHE_HOME/pinnlab: keep the
 # tests' entries out of the user's cache (and the user's out of the tests).
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="pinnlab-test-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)  # no leftovers in /tmp
 
 PROBLEM_NAMES = ("poisson", "wave", "heat")
 # The residuals do not depend on the point counts; small counts keep samples and grids cheap.
