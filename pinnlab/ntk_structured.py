@@ -11,8 +11,11 @@ Folding s and the bias into one factor ``a'_k = [s a_k, [k = u]]`` (length in + 
 
     J_l(x) = sum_k a'_k(x) g_k(x)^T,    K_ij = sum_l sum_{k, m} (A'_k^i A'_m^j^T) o (G_k^i G_m^j^T)
 
-(o: elementwise product). The A's come from one forward pass and the G's from one batched backward
-pass (points do not interact). A layer's block costs N_i N_j S_i S_j (in + out) this way against
+(o: elementwise product). The A's come from one batched forward pass and the G's from one batched
+backward pass (points do not interact), every stream of a layer in one matmul; the pure streams (every
+d^2/dx_i^2, ...) travel as one combined stream from the start (:func:`pure_streams`), so the wave
+residual takes 4 streams, not 5. Only ``s a_k`` is stored: the bias's part adds ``G_u^i G_u^j^T``, a
+block of the G Gram at hand. A layer's block costs N_i N_j S_i S_j (in + out) this way against
 N_i N_j in out through J, and J is never formed; for the thin first and last layers (in or out tiny)
 J_l itself is the cheaper route and is used. The diagonal, ``diag K_ii(x) = sum_l sum_{k,m}
 (a'_k . a'_m)(g_k . g_m)``, costs O(N S^2 (in + out)), and ``K v = J (J^T v)`` is two passes over the
@@ -32,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pinnlab import streams
+from pinnlab import residuals, streams
 from pinnlab.streams import PRIMAL
 
 DEFAULT_MAX_BYTES = 1 << 27  # stream Gram panels in flight per block (128 MiB)
@@ -57,7 +60,10 @@ def check_applies(apply, terms) -> None:
 
 
 class Factors(NamedTuple):
-    """One layer's factors for one term: ``a`` (S, n, in + 1) with s and the bias folded in, ``g`` (S, n, out)."""
+    """One layer's factors for one term, streams stacked on the leading axis, the primal first:
+    ``a`` (S, n, in) is s times the layer's input, ``g`` (S, n, out) the residual's gradient with respect
+    to the pre-activations. The bias's factor ``[k = u]`` is implicit (``a'_k = [a_k, [k = u]]``): it
+    is never stored, so no layer's factor is copied to append it."""
 
     a: jax.Array
     g: jax.Array
@@ -68,66 +74,127 @@ def pure_streams(operator: dict) -> tuple[str, ...]:
     not needed (and the primal when it is the only stream).
 
     Backward through such a stream is the same linear recursion, ``g^l = phi'(z^l) o (s g^(l+1) W^T)``
-    from ``g^L = c_k``, so ``g_k = c_k b`` for one vector b: their outer products add up to one,
-    ``sum_k a_k g_k^T = (sum_k (c_k / c_0) a_k) g_0^T``, and the wave residual needs 4 streams, not 5.
+    from ``g^L = c_k``, so ``g_k = c_k b`` for one vector b: their outer products add up to one. The
+    factor pass carries them as one stream from the start, the combined stream S of
+    :func:`_stream_split` (which also takes the first-derivative terms whose d/dx_i is read), so a term
+    has ``len(stream_keys) - len(pure) + 1`` factor streams: the wave residual 4, not 5.
     """
     keys = streams.stream_keys(operator)
     read = {f"d{streams.parse(k)[1]}" for k in keys if k.startswith("dd")} | ({PRIMAL} if len(keys) > 1 else set())
     return tuple(k for k in keys if k in operator and operator[k] != 0 and k not in read)
 
 
-def factors(spec, params, term, points: jax.Array) -> list[Factors]:
-    """Per layer, the stream factors of ``term`` at ``points`` (n, d); pure streams merged into one."""
-    keys, operator = streams.stream_keys(term.operator), term.operator
-    pure = pure_streams(operator)
-    lead = max(pure, key=lambda k: abs(operator[k])) if pure else None
+def _stream_split(operator: dict) -> residuals.Split:
+    """The operator as ``c_u u + S``, S combining every derivative term (zero coefficients dropped).
+
+    The factor streams are the primal, d/dx_j for every direction j with a second derivative (the
+    curvature of S reads them) and S itself, which obeys ``S h = phi'(z) S z + phi''(z) sum_j b_j
+    (d_j z)^2`` (:mod:`pinnlab.residuals`): linear in ``S z``, so W enters it as it enters any stream.
+    """
+    return residuals.split({k: c for k, c in operator.items() if c != 0})
+
+
+def _input_streams(spec, op: residuals.Split, x: jax.Array) -> jax.Array:
+    """The first layer's input in every stream, (S, n, d): the (standardised) x, ``d_j x = e_j / std_j``
+    and ``S x = sum_i a_i e_i / std_i`` (the same row at every point)."""
+    config, mean, std = spec
+    if config.standardize:  # as the network's own forward pass
+        mean, std = jnp.asarray(mean, x.dtype), jnp.asarray(std, x.dtype)
+        h, inv = (x - mean) / std, 1.0 / std
+    else:
+        h, inv = x, jnp.ones(x.shape[-1], x.dtype)
+    unit = jnp.eye(x.shape[-1], dtype=x.dtype) * inv[:, None]  # row i: d/dx_i of the input
+    rows = [unit[j] for j, _ in op.second]
+    if op.has_s:
+        rows.append(sum((c * unit[i] for i, c in op.first), jnp.zeros_like(inv)))
+    return jnp.stack([h, *(jnp.broadcast_to(r, h.shape) for r in rows)])
+
+
+def _next_streams(op: residuals.Split, activation, z: jax.Array) -> jax.Array:
+    """A hidden layer's output in every stream from its pre-activations z (S, n, width):
+    ``phi(z_u)``, ``phi'(z_u) d_j z`` and ``phi'(z_u) S z + phi''(z_u) sum_j b_j (d_j z)^2``."""
+    phi, d1, d2 = activation
+    zu = z[0]
+    f1 = d1(zu)
+    out = [phi(zu)] + [f1 * z[1 + i] for i in range(len(op.second))]
+    if op.has_s:
+        curvature = sum(c * z[1 + i] ** 2 for i, (_, c) in enumerate(op.second))
+        out.append(f1 * z[-1] + d2(zu) * curvature if op.second else f1 * z[-1])
+    return jnp.stack(out)
+
+
+def _stacked_forward(spec, params, op: residuals.Split, x: jax.Array, offsets: list[jax.Array]):
+    """``(r, inputs)``: the operator's value at every point of ``x`` (n, d) and, per layer, s times its
+    input in every stream, (S, n, in). A layer's streams share one matmul, ``(S n, in) @ W``; ``offsets``
+    (zeros, (S, n, out) per layer) are added to the pre-activations for their gradient."""
     config = spec[0]
+    activation = streams.activation_derivatives(config.activation)
+    dense = streams.layers(params)
+    h = _input_streams(spec, op, x)
+    primal = (jnp.arange(h.shape[0]) == 0).astype(x.dtype)[:, None, None]  # only the primal adds the bias
+    inputs = []
+    for depth, (layer, offset) in enumerate(zip(dense, offsets)):
+        inputs.append(streams.layer_scale(config, layer["w"]) * h)
+        z = inputs[-1] @ layer["w"] + primal * layer["b"] + offset
+        if depth < len(dense) - 1:
+            h = _next_streams(op, activation, z)
+    r = op.primal * z[0, :, 0]
+    return (r + z[-1, :, 0] if op.has_s else r), inputs
 
-    def one(x):
-        def r(offsets):
-            inputs, out = streams.forward(spec, params, x, keys, offsets)
-            return sum(c * out[k] for k, c in operator.items()), inputs
 
-        return jax.grad(r, has_aux=True)(streams.zero_offsets(params, keys, x.dtype))
+def _factor_pass(spec, params, op: residuals.Split, x: jax.Array) -> list[Factors]:
+    """The factors at a batch of points: one forward pass and its backward pass (a matmul with W^T per
+    layer, all streams together). Points do not interact, so the gradient of the summed residual with
+    respect to a point's pre-activations is that point's own ``dr/dz_k``."""
+    count = 1 + len(op.second) + int(op.has_s)
+    zeros = [jnp.zeros((count, x.shape[0]) + layer["b"].shape, x.dtype) for layer in streams.layers(params)]
 
-    # batches bound the stream activations held at once (thousands of points); one batch below that
-    grads, inputs = jax.lax.map(one, points, batch_size=min(points.shape[0], FACTOR_BATCH))
-    out = []
-    for layer, a, g in zip(streams.layers(params), inputs, grads):
-        s = streams.layer_scale(config, layer["w"])
-        kept = [k for k in keys if k not in pure]
-        a_list, g_list = [s * a[k] for k in kept], [g[k] for k in kept]
-        if lead is not None:
-            a_list.append(sum(s * (operator[k] / operator[lead]) * a[k] for k in pure))
-            g_list.append(g[lead])
-        a = jnp.stack(a_list)
-        # dr/db is the primal stream's g: row 0, kept first or (when it is the only stream) merged
-        bias = jnp.zeros(a.shape[:2] + (1,), a.dtype).at[0].set(1.0)
-        out.append(Factors(jnp.concatenate([a, bias], axis=-1), jnp.stack(g_list)))
-    return out
+    def total(offsets):
+        r, inputs = _stacked_forward(spec, params, op, x, offsets)
+        return jnp.sum(r), inputs
+
+    grads, inputs = jax.grad(total, has_aux=True)(zeros)
+    return [Factors(a, g) for a, g in zip(inputs, grads)]
+
+
+def factors(spec, params, term, points: jax.Array) -> list[Factors]:
+    """Per layer, the stream factors of ``term`` at ``points`` (n, d), in the combined form of
+    :func:`_stream_split` (pure streams carried as one)."""
+    op, n = _stream_split(term.operator), points.shape[0]
+    if n <= FACTOR_BATCH:
+        return _factor_pass(spec, params, op, points)
+    # batches bound the stream activations the backward pass holds at once (thousands of points); the
+    # padding points are zeros, valid inputs whose rows are dropped
+    chunks = jnp.pad(points, ((0, -n % FACTOR_BATCH), (0, 0))).reshape(-1, FACTOR_BATCH, points.shape[1])
+    parts = jax.lax.map(lambda x: _factor_pass(spec, params, op, x), chunks)
+    join = lambda t: jnp.swapaxes(t, 0, 1).reshape(t.shape[1], -1, t.shape[-1])[:, :n]  # noqa: E731
+    return [Factors(join(f.a), join(f.g)) for f in parts]
 
 
 def _direct_is_cheaper(fi: Factors, fj: Factors) -> bool:
-    """J_l (n, in+1, out) costs (in+1) out per point pair, the stream Grams S_i S_j (in+1+out)."""
-    p, q = fi.a.shape[-1], fi.g.shape[-1]
+    """J_l (n, (in+1) out) costs (in+1) out per point pair, the stream Grams S_i S_j (in+1+out)."""
+    p, q = fi.a.shape[-1] + 1, fi.g.shape[-1]
     return p * q <= fi.a.shape[0] * fj.a.shape[0] * (p + q)
 
 
 def _layer_jacobian(f: Factors) -> jax.Array:
-    return jnp.einsum("snp,snq->npq", f.a, f.g).reshape(f.a.shape[1], -1)
+    """J_l (n, in out + out): the weights' part ``sum_k a_k g_k^T``, then the bias's ``g_u``."""
+    n = f.a.shape[1]
+    return jnp.concatenate([jnp.einsum("snp,snq->npq", f.a, f.g).reshape(n, -1), f.g[0]], axis=1)
 
 
 def _gram_block(fi: Factors, fj: Factors) -> jax.Array:
-    """sum_{k,m} (A_k A_m^T) o (G_k G_m^T) for one layer, all stream pairs in two matmuls."""
+    """sum_{k,m} (A'_k A'_m^T) o (G_k G_m^T) for one layer, all stream pairs in two matmuls. The bias's
+    part of A'_u A'_u^T is all ones: it adds G_u G_u^T, a block of gg already at hand."""
     (si, ni, _), (sj, nj, _) = fi.a.shape, fj.a.shape
     aa = fi.a.reshape(si * ni, -1) @ fj.a.reshape(sj * nj, -1).T
     gg = fi.g.reshape(si * ni, -1) @ fj.g.reshape(sj * nj, -1).T
-    return (aa * gg).reshape(si, ni, sj, nj).sum(axis=(0, 2))
+    return (aa * gg).reshape(si, ni, sj, nj).sum(axis=(0, 2)) + gg[:ni, :nj]
 
 
 def _gram_block_symmetric(f: Factors) -> jax.Array:
     """:func:`_gram_block` of a term with itself: the (k, m) and (m, k) stream pairs are transposes of
-    each other, so only the pairs k <= m are multiplied (15 of 25 for five streams)."""
+    each other, so only the pairs k <= m are multiplied (10 of 16 for the wave residual's four streams)."""
     s, n, _ = f.a.shape
     total = jnp.zeros((n, n), f.a.dtype)
     for k in range(s):
@@ -135,7 +202,7 @@ def _gram_block_symmetric(f: Factors) -> jax.Array:
         gg = f.g[k] @ f.g[k:].reshape((s - k) * n, -1).T
         h = (aa * gg).reshape(n, s - k, n)
         upper = h[:, 1:].sum(axis=1)
-        total = total + h[:, 0] + upper + upper.T
+        total = total + h[:, 0] + upper + upper.T + (gg[:, :n] if k == 0 else 0.0)  # the bias: G_u G_u^T
     return total
 
 
@@ -164,9 +231,11 @@ def block_from_factors(fi: list[Factors], fj: list[Factors], max_bytes: int = DE
 
 def diagonal_from_factors(f: list[Factors]) -> jax.Array:
     """diag K_ii(x) = sum_l sum_{k,m} (a'_k . a'_m)(g_k . g_m), O(n S^2 (in + out))."""
-    parts = [jnp.einsum("knp,mnp->kmn", layer.a, layer.a) * jnp.einsum("knq,mnq->kmn", layer.g, layer.g)
-             for layer in f]
-    return sum(p.sum(axis=(0, 1)) for p in parts)
+    def one(layer):  # the bias adds g_u . g_u (its a' is 1 on the primal stream only)
+        gg = jnp.einsum("knq,mnq->kmn", layer.g, layer.g)
+        return (jnp.einsum("knp,mnp->kmn", layer.a, layer.a) * gg).sum(axis=(0, 1)) + gg[0, 0]
+
+    return sum(one(layer) for layer in f)
 
 
 def block(apply, params, term_i, x_i, term_j=None, x_j=None, *, max_bytes: int = DEFAULT_MAX_BYTES) -> jax.Array:
@@ -201,14 +270,15 @@ def traces(apply, params, terms: Sequence, points: Sequence) -> jax.Array:
     return jnp.stack([jnp.sum(diagonal(apply, params, t, x)) for t, x in zip(terms, points)])
 
 
-def _transpose_apply(f: list[Factors], v: jax.Array) -> list[jax.Array]:
-    """J^T v per layer: sum_x v_x J_l(x) = sum_k A'_k^T diag(v) G_k, shape (in + 1, out)."""
-    return [jnp.einsum("snp,n,snq->pq", layer.a, v, layer.g) for layer in f]
+def _transpose_apply(f: list[Factors], v: jax.Array) -> list[tuple[jax.Array, jax.Array]]:
+    """J^T v per layer: sum_x v_x J_l(x), as the weights' part sum_k A_k^T diag(v) G_k (in, out) and
+    the bias's G_u^T v (out,)."""
+    return [(jnp.einsum("snp,n,snq->pq", layer.a, v, layer.g), v @ layer.g[0]) for layer in f]
 
 
-def _apply(f: list[Factors], u: list[jax.Array]) -> jax.Array:
-    """(J u)_x = sum_l sum_k a'_k(x)^T U_l g_k(x)."""
-    return sum(jnp.einsum("snp,pq,snq->n", layer.a, ul, layer.g) for layer, ul in zip(f, u))
+def _apply(f: list[Factors], u: list[tuple[jax.Array, jax.Array]]) -> jax.Array:
+    """(J u)_x = sum_l (sum_k a_k(x)^T U_l g_k(x) + g_u(x) . u_l), U_l the weights' part, u_l the bias's."""
+    return sum(jnp.einsum("snp,pq,snq->n", layer.a, w, layer.g) + layer.g[0] @ b for layer, (w, b) in zip(f, u))
 
 
 @functools.lru_cache(maxsize=64)
@@ -218,7 +288,8 @@ def _product(splits: tuple[int, ...]):
     @jax.jit
     def kv(fs, v):
         parts = jnp.split(v, list(splits))
-        jtv = [sum(layers) for layers in zip(*(_transpose_apply(f, p) for f, p in zip(fs, parts)))]
+        per_term = [_transpose_apply(f, p) for f, p in zip(fs, parts)]
+        jtv = [jax.tree.map(lambda *xs: sum(xs), *layers) for layers in zip(*per_term)]
         return jnp.concatenate([_apply(f, jtv) for f in fs])
 
     return kv
@@ -242,10 +313,29 @@ def _operators(terms) -> tuple:
     return tuple(tuple(sorted(t.operator.items())) for t in terms)
 
 
-def jitted_kernel(apply, terms: Sequence, max_bytes: int = DEFAULT_MAX_BYTES):
-    """``jit(kernel)`` for one net structure and tuple of terms, compiled once per point shapes."""
+def host_kernel(apply, params, terms: Sequence, points: Sequence, max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
+    """The full K as a host array (what :func:`pinnlab.ntk.kernel` returns), one jitted call per term
+    (its factors) and per upper block, mirrored on the host; :func:`jitted_block` shares the compiled
+    functions.
+
+    Small calls rather than one program for a reason: each holds a few MiB, which glibc's allocator
+    keeps on its heap from one call to the next, while one program holding every factor and Gram at
+    once (66 MiB at paper scale) is mapped afresh per call, ~17,000 page faults that cost ~10% of it.
+    """
     check_applies(apply, terms)
-    return _jitted_kernel(apply, tuple(terms), _operators(terms), max_bytes)
+    fs = [_jitted_term_factors(apply, t, _operators((t,)))(params, jnp.asarray(x)) for t, x in zip(terms, points)]
+    same, cross = _jitted_assemble(True, max_bytes), _jitted_assemble(False, max_bytes)
+    m = len(fs)
+    # every block is dispatched before the first transfer waits for one
+    blocks = {(i, j): same(fs[i]) if i == j else cross(fs[i], fs[j]) for i in range(m) for j in range(i, m)}
+    ends = np.cumsum([0] + [f[0].a.shape[1] for f in fs])
+    full = np.empty((ends[-1], ends[-1]), fs[0][0].a.dtype)
+    for (i, j), b in blocks.items():
+        b = np.asarray(b)
+        full[ends[i] : ends[i + 1], ends[j] : ends[j + 1]] = b
+        if i != j:
+            full[ends[j] : ends[j + 1], ends[i] : ends[i + 1]] = b.T
+    return full
 
 
 def jitted_block(apply, term_i, term_j, same: bool, max_bytes: int = DEFAULT_MAX_BYTES):
@@ -259,12 +349,6 @@ def jitted_block(apply, term_i, term_j, same: bool, max_bytes: int = DEFAULT_MAX
         return lambda params, x: assemble(fac_i(params, x))
     fac_j = _jitted_term_factors(apply, term_j, _operators((term_j,)))
     return lambda params, x, y: assemble(fac_i(params, x), fac_j(params, y))
-
-
-@functools.lru_cache(maxsize=64)
-def _jitted_kernel(apply, terms, operators, max_bytes):
-    del operators
-    return jax.jit(lambda params, points: kernel(apply, params, terms, points, max_bytes=max_bytes))
 
 
 @functools.lru_cache(maxsize=64)

@@ -4,12 +4,11 @@ A residual that is linear in the network, ``r(x) = sum_k c_k u_k(x) - f(x)`` wit
 ``u``, ``du/dx_i`` (key ``"d<i>"``) or ``d2u/dx_i^2`` (key ``"dd<i>"``), needs only these streams of
 every hidden state h: the primal ``h``, ``dh = h' (dz)`` and ``ddh = h'' (dz)^2 + h' (ddz)`` along each
 direction used. Each stream goes through a dense layer as its own product ``s (h_k W)``; only the
-primal adds the bias. :mod:`pinnlab.ntk_structured` builds the NTK from the layer inputs of these
-streams and their residual gradients, and the training loss can use the same pass (one forward pass
-gives u, u_t, u_tt and u_xx).
-
-``offsets`` (one dict of stream -> array per layer, added to each layer's pre-activations) are zero
-in value; their gradient is the per-stream pre-activation gradient dr/dz_k the NTK factors need.
+primal adds the bias. One forward pass gives u, u_t, u_tt and u_xx at a point: the reference the
+batched passes are tested against. :mod:`pinnlab.residuals` (training loss) and
+:mod:`pinnlab.ntk_structured` (NTK factors: the layer inputs of the streams and their residual
+gradients) carry the same streams for a whole batch, every derivative term of the operator combined
+into one stream.
 """
 
 from __future__ import annotations
@@ -58,11 +57,7 @@ def layer_scale(config, w) -> float:
     return 1.0 / np.sqrt(w.shape[0]) if config.parameterization == "ntk" else 1.0
 
 
-def zero_offsets(params, keys, dtype) -> list[dict]:
-    return [{k: jnp.zeros(layer["b"].shape, dtype) for k in keys} for layer in layers(params)]
-
-
-def forward(spec, params, x, keys, offsets=None):
+def forward(spec, params, x, keys):
     """Streams through the MLP at one point ``x`` (shape ``(d,)``).
 
     Returns ``(inputs, out)``: ``inputs[l][k]`` is layer l's input in stream k, ``out[k]`` the scalar
@@ -82,8 +77,6 @@ def forward(spec, params, x, keys, offsets=None):
         s = layer_scale(config, w)
         inputs.append(h)
         z = {k: s * (v @ w) + (b if k == PRIMAL else 0.0) for k, v in h.items()}
-        if offsets is not None:
-            z = {k: v + offsets[depth][k] for k, v in z.items()}
         if depth == len(dense) - 1:
             return inputs, {k: v[0] for k, v in z.items()}
         f1, f2 = dphi(z[PRIMAL]), d2phi(z[PRIMAL])

@@ -236,3 +236,11 @@ def test_relative_change():
     assert ntk.relative_change(2 * k, k) == pytest.approx(1.0, rel=1e-14)
     assert ntk.relative_change(k, 2 * k) == pytest.approx(0.5, rel=1e-14)
     assert ntk.relative_change(-k, k) == pytest.approx(2.0, rel=1e-14)
+
+
+def test_eigenvalues_leave_their_input_alone():
+    """They symmetrise a float64 copy in place, never the caller's array."""
+    a = np.random.default_rng(1).normal(size=(7, 7))
+    before = a.copy()
+    np.testing.assert_allclose(ntk.eigenvalues(a), np.linalg.eigvalsh((a + a.T) / 2.0)[::-1], rtol=1e-12)
+    assert np.array_equal(a, before)

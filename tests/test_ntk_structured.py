@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pinnlab import make_net, make_problem, nets, ntk, streams
+from pinnlab import derivatives, make_net, make_problem, nets, ntk, streams
 from pinnlab import ntk_structured as ns
 
 SMALL = {"poisson": dict(n_eval=20), "wave": dict(n_eval=10), "heat": dict(n_eval=10)}
@@ -143,3 +143,74 @@ def test_pure_streams_are_merged_only_where_their_gradients_are_proportional():
     assert ns.pure_streams({"d0": 1.0, "dd0": 2.0}) == ("dd0",)  # d0 feeds dd0
     assert ns.pure_streams({"u": 1.0, "dd0": 1.0}) == ("dd0",)
     assert ns.pure_streams({"dd0": 0.0, "dd1": 1.0}) == ("dd1",)
+
+
+# Operators no problem declares: first and second derivatives in one direction, several first
+# derivatives, the primal alone, a zero coefficient.
+OTHER_OPERATORS = [{"u": 0.5, "d1": 2.0, "dd1": -3.0, "dd0": 1.0}, {"d0": 1.0, "dd0": 2.0}, {"d0": -1.0, "d1": 0.25},
+                   {"u": 2.0}, {"dd0": 0.0, "dd1": 1.0}]
+
+
+def _operator_term(problem, operator):
+    """The wave's interior term with ``residual = sum_k c_k u_k`` (derivatives by nested jvp)."""
+    def value(u, key, x):
+        if key == streams.PRIMAL:
+            return u(x)
+        order, i = streams.parse(key)
+        return (derivatives.d1 if order == 1 else derivatives.d2)(u, i)(x)
+
+    residual = lambda u, x: sum(c * value(u, k, x) for k, c in operator.items())  # noqa: E731
+    return dataclasses.replace(problem.term("r"), name="op", residual=residual, operator=operator)
+
+
+@pytest.mark.parametrize("operator", OTHER_OPERATORS, ids=str)
+def test_structured_kernel_of_other_operators_in_one_and_in_several_factor_batches(operator, monkeypatch):
+    with jax.enable_x64(True):
+        problem, net, params, points = _setup("wave", "paper_text", "tanh")
+        terms, x = (problem.term("u"), _operator_term(problem, operator)), [points[0], points[2]]
+        reference = ntk.kernel(net.apply, params, terms, x, method="jacobian")
+        whole = np.asarray(ns.kernel(net.apply, params, terms, x))
+        monkeypatch.setattr(ns, "FACTOR_BATCH", 2)  # 5 points: three batches, the last one padded
+        batched = np.asarray(ns.kernel(net.apply, params, terms, x))
+        diag = np.asarray(ns.diagonal(net.apply, params, terms[1], x[1]))
+    assert np.abs(reference).max() > 0
+    for k in (whole, batched):
+        np.testing.assert_allclose(k, reference, rtol=0, atol=1e-10 * np.abs(reference).max())
+    np.testing.assert_allclose(diag, np.diag(reference)[5:], rtol=1e-10)
+
+
+def test_factor_pass_carries_the_pure_streams_as_one():
+    """Per layer, ``a`` (S, n, in) and ``g`` (S, n, out) with S = len(stream_keys) - len(pure) + 1: the
+    wave residual takes 4 streams where the per-point streams are 5; a zero coefficient drops its streams."""
+    problem, net, params, points = _setup("wave", "paper_code", "tanh", dtype=jnp.float32)
+    widths = [(layer["w"].shape[0], layer["w"].shape[1]) for layer in streams.layers(params)]
+
+    def count(operator):
+        f = ns.factors(net.apply.mlp_spec, params, dataclasses.replace(problem.term("r"), operator=operator), points[2])
+        assert [(x.a.shape[2], x.g.shape[2]) for x in f] == widths
+        assert {x.a.shape[:2] for x in f} == {x.g.shape[:2] for x in f} == {(f[0].a.shape[0], points[2].shape[0])}
+        return f[0].a.shape[0]
+
+    assert count(problem.term("r").operator) == 4
+    for operator in OTHER_OPERATORS[:4]:
+        pure = ns.pure_streams(operator)
+        assert count(operator) == len(streams.stream_keys(operator)) - len(pure) + 1, operator
+    assert count({"dd0": 0.0, "dd1": 1.0}) == count({"dd1": 1.0}) == 3
+
+
+def test_host_kernel_places_the_blocks_and_mirrors_the_upper_ones():
+    """ntk.kernel (structured) is assembled on the host from per-term and per-block calls: each block
+    is ntk.block's, the lower ones exact transposes, and the whole equals the one-program kernel."""
+    problem, net, params, points = _setup("wave", "paper_code", "tanh", dtype=jnp.float32)
+    k = ntk.kernel(net.apply, params, problem.terms, points, method="structured")
+    assert k.shape == (15, 15) and k.dtype == np.float32
+    tol = 1e-6 * np.abs(k).max()
+    ends = np.cumsum([0, *(len(x) for x in points)])
+    part = lambda i, j: k[ends[i] : ends[i + 1], ends[j] : ends[j + 1]]  # noqa: E731
+    for i, (ti, xi) in enumerate(zip(problem.terms, points)):
+        np.testing.assert_allclose(part(i, i), ntk.block(net.apply, params, ti, xi), rtol=0, atol=tol)
+        for j in range(i + 1, len(points)):
+            ref = ntk.block(net.apply, params, ti, xi, problem.terms[j], points[j])
+            np.testing.assert_allclose(part(i, j), ref, rtol=0, atol=tol)
+            np.testing.assert_array_equal(part(j, i), part(i, j).T)
+    np.testing.assert_allclose(k, ns.kernel(net.apply, params, problem.terms, points), rtol=0, atol=tol)
