@@ -20,8 +20,9 @@ JSON object with
   path) and the spectra rate the dashboard's keyframe schedule then allows; for the default lab, the
   wave preset and the paper-scale ``wave_paper`` preset (3 x 500, 300 probe points per term), each in
   a fresh process, once with OpenBLAS's default threads and once with ``OPENBLAS_NUM_THREADS=1``
-  (``--blas-threads``; the eigenvalues run in OpenBLAS's LAPACK). Target: >= 20 frames/s for the
-  default lab.
+  (``--blas-threads``; the eigenvalues run in OpenBLAS's LAPACK). ``ntk_frame`` times the core calls
+  as they are; the keyframe runs the lab's own path, which solves the eigenvalues on one BLAS thread
+  whatever the setting (:mod:`pinnlab.lab.threads`). Target: >= 20 frames/s for the default lab.
 """
 
 from __future__ import annotations

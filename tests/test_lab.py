@@ -387,6 +387,20 @@ def test_a_cheap_ntk_refreshes_the_spectra_within_the_time_budget():
     assert not lab._keyframe_due(now) and lab._keyframe_due(now + 1.0)
 
 
+def test_the_spectra_solve_on_one_blas_thread_and_restore_the_setting(monkeypatch):
+    import threadpoolctl  # in the test and jupyter extras
+
+    blas = threadpoolctl.ThreadpoolController().select(user_api="blas")
+    live = LiveRun(LabState(**SMALL))
+    seen = []
+    spectra = live.trainer.spectra
+    monkeypatch.setattr(live.trainer, "spectra", lambda: seen.append(blas.info()[0]["num_threads"]) or spectra())
+    with blas.limit(limits=2):  # as on a 2-core machine, whatever this one has
+        live.keyframe(spectra=True)
+        after = blas.info()[0]["num_threads"]
+    assert seen == [1] and after == 2
+
+
 def test_the_history_keeps_a_bounded_thinned_record_of_spectra(monkeypatch):
     monkeypatch.setattr(lab_run, "MAX_RECORDS", 6)
     live = LiveRun(LabState(**SMALL))

@@ -23,6 +23,7 @@ import numpy as np
 from pinnlab import ntk, weighting
 from pinnlab.history import Snapshot
 from pinnlab.lab import cache
+from pinnlab.lab.threads import one_blas_thread
 from pinnlab.lab.state import LabState, build
 from pinnlab.training import Trainer
 
@@ -210,7 +211,8 @@ class LiveRun:
         eig = None
         if spectra:
             t0 = time.perf_counter()
-            eig = {name: np.asarray(v, np.float32) for name, v in t.spectra().items()}
+            with one_blas_thread():  # see pinnlab.lab.threads: many BLAS threads thrash on shared CPUs
+                eig = {name: np.asarray(v, np.float32) for name, v in t.spectra().items()}
             cost = time.perf_counter() - t0
             if self.keyframes:  # the first one compiles the kernel: not its cost per frame
                 self.spectra_seconds = cost if self.spectra_seconds is None else 0.7 * self.spectra_seconds + 0.3 * cost
