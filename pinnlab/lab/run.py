@@ -23,8 +23,8 @@ import numpy as np
 from pinnlab import ntk, weighting
 from pinnlab.history import Snapshot
 from pinnlab.lab import cache
-from pinnlab.lab.threads import one_blas_thread
 from pinnlab.lab.state import LabState, build
+from pinnlab.lab.threads import one_blas_thread
 from pinnlab.training import Trainer
 
 MAX_ROWS = 2000  # curve rows kept for drawing
