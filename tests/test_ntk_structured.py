@@ -28,12 +28,18 @@ def _setup(name, conv, act, width=6, depth=2, n=5, seed=0, dtype=jnp.float64):
     return problem, net, params, points
 
 
+def _kernel(apply, params, terms, points) -> np.ndarray:
+    """``ns.kernel`` (the traceable one-program K) under ``jit``: eagerly, its backward pass runs op by
+    op and took ~5x longer than compiling it."""
+    return np.asarray(jax.jit(lambda p, x: ns.kernel(apply, p, terms, x))(params, points))
+
+
 @pytest.mark.parametrize("name,conv,act", CASES)
 def test_structured_kernel_equals_jacobian_path(name, conv, act):
     with jax.enable_x64(True):
         problem, net, params, points = _setup(name, conv, act)
         reference = ntk.kernel(net.apply, params, problem.terms, points, method="jacobian")
-        structured = np.asarray(ns.kernel(net.apply, params, problem.terms, points))
+        structured = _kernel(net.apply, params, problem.terms, points)
     assert np.abs(reference).max() > 0
     np.testing.assert_allclose(structured, reference, rtol=0, atol=1e-10 * np.abs(reference).max())
 
@@ -41,7 +47,7 @@ def test_structured_kernel_equals_jacobian_path(name, conv, act):
 def test_structured_float32_close_to_jacobian_path():
     problem, net, params, points = _setup("wave", "paper_code", "tanh", width=32, depth=3, n=20, dtype=jnp.float32)
     reference = ntk.kernel(net.apply, params, problem.terms, points, method="jacobian")
-    structured = np.asarray(ns.kernel(net.apply, params, problem.terms, points))
+    structured = _kernel(net.apply, params, problem.terms, points)
     assert np.abs(structured - reference).max() <= 1e-5 * np.abs(reference).max()
 
 
@@ -73,7 +79,7 @@ def test_structured_block_on_random_architectures(width, depth, act, param, stan
         x = [p[:4].astype(jnp.float64) for p in problem.sample(jax.random.key(depth), ntk=True)]
         r, u = problem.term("r"), problem.term("u")
         reference = ntk.block(net.apply, params, r, x[1], u, x[0], method="jacobian")
-        structured = np.asarray(ns.block(net.apply, params, r, x[1], u, x[0]))
+        structured = np.asarray(jax.jit(lambda p, a, b: ns.block(net.apply, p, r, a, u, b))(params, x[1], x[0]))
     np.testing.assert_allclose(structured, reference, rtol=0, atol=1e-10 * np.abs(reference).max())
 
 
@@ -169,9 +175,9 @@ def test_structured_kernel_of_other_operators_in_one_and_in_several_factor_batch
         problem, net, params, points = _setup("wave", "paper_text", "tanh")
         terms, x = (problem.term("u"), _operator_term(problem, operator)), [points[0], points[2]]
         reference = ntk.kernel(net.apply, params, terms, x, method="jacobian")
-        whole = np.asarray(ns.kernel(net.apply, params, terms, x))
+        whole = _kernel(net.apply, params, terms, x)
         monkeypatch.setattr(ns, "FACTOR_BATCH", 2)  # 5 points: three batches, the last one padded
-        batched = np.asarray(ns.kernel(net.apply, params, terms, x))
+        batched = _kernel(net.apply, params, terms, x)
         diag = np.asarray(ns.diagonal(net.apply, params, terms[1], x[1]))
     assert np.abs(reference).max() > 0
     for k in (whole, batched):
@@ -186,7 +192,8 @@ def test_factor_pass_carries_the_pure_streams_as_one():
     widths = [(layer["w"].shape[0], layer["w"].shape[1]) for layer in streams.layers(params)]
 
     def count(operator):
-        f = ns.factors(net.apply.mlp_spec, params, dataclasses.replace(problem.term("r"), operator=operator), points[2])
+        term = dataclasses.replace(problem.term("r"), operator=operator)
+        f = jax.eval_shape(lambda p, x: ns.factors(net.apply.mlp_spec, p, term, x), params, points[2])  # shapes only
         assert [(x.a.shape[2], x.g.shape[2]) for x in f] == widths
         assert {x.a.shape[:2] for x in f} == {x.g.shape[:2] for x in f} == {(f[0].a.shape[0], points[2].shape[0])}
         return f[0].a.shape[0]
@@ -213,4 +220,4 @@ def test_host_kernel_places_the_blocks_and_mirrors_the_upper_ones():
             ref = ntk.block(net.apply, params, ti, xi, problem.terms[j], points[j])
             np.testing.assert_allclose(part(i, j), ref, rtol=0, atol=tol)
             np.testing.assert_array_equal(part(j, i), part(i, j).T)
-    np.testing.assert_allclose(k, ns.kernel(net.apply, params, problem.terms, points), rtol=0, atol=tol)
+    np.testing.assert_allclose(k, _kernel(net.apply, params, problem.terms, points), rtol=0, atol=tol)
