@@ -13,7 +13,7 @@ Folding s and the bias into one factor ``a'_k = [s a_k, [k = u]]`` (length in + 
 
 (o: elementwise product). The A's come from one batched forward pass and the G's from one batched
 backward pass (points do not interact), every stream of a layer in one matmul; the pure streams (every
-d^2/dx_i^2, ...) travel as one combined stream from the start (:func:`pure_streams`), so the wave
+d^2/dx_i^2, ...; :func:`pure_streams`) travel as one combined stream from the start, so the wave
 residual takes 4 streams, not 5. Only ``s a_k`` is stored: the bias's part adds ``G_u^i G_u^j^T``, a
 block of the G Gram at hand. A layer's block costs N_i N_j S_i S_j (in + out) this way against
 N_i N_j in out through J, and J is never formed; for the thin first and last layers (in or out tiny)
@@ -70,18 +70,20 @@ class Factors(NamedTuple):
 
 
 def pure_streams(operator: dict) -> tuple[str, ...]:
-    """Streams of the operator that no other stream reads: every d2/dx_i2, and d/dx_i where d2/dx_i2 is
-    not needed (and the primal when it is the only stream).
+    """Streams of the operator's nonzero terms that no other stream reads: every d2/dx_i2, and d/dx_i
+    where d2/dx_i2 is not needed (and the primal when it is the only stream).
 
     Backward through such a stream is the same linear recursion, ``g^l = phi'(z^l) o (s g^(l+1) W^T)``
     from ``g^L = c_k``, so ``g_k = c_k b`` for one vector b: their outer products add up to one. The
-    factor pass carries them as one stream from the start, the combined stream S of
-    :func:`_stream_split` (which also takes the first-derivative terms whose d/dx_i is read), so a term
-    has ``len(stream_keys) - len(pure) + 1`` factor streams: the wave residual 4, not 5.
+    factor pass does not call this: it carries them as one stream from the start, the combined stream
+    S of :func:`_stream_split` (which also takes the first-derivative terms whose d/dx_i is read), so a
+    term with a nonzero operator ``op`` has ``len(stream_keys(op)) - len(pure_streams(op)) + 1`` factor
+    streams (the wave residual 4, not 5); the tests count them against this.
     """
+    operator = {k: c for k, c in operator.items() if c != 0}  # a zero term needs none of its streams
     keys = streams.stream_keys(operator)
     read = {f"d{streams.parse(k)[1]}" for k in keys if k.startswith("dd")} | ({PRIMAL} if len(keys) > 1 else set())
-    return tuple(k for k in keys if k in operator and operator[k] != 0 and k not in read)
+    return tuple(k for k in keys if k in operator and k not in read)
 
 
 def _stream_split(operator: dict) -> residuals.Split:
@@ -94,16 +96,19 @@ def _stream_split(operator: dict) -> residuals.Split:
     return residuals.split({k: c for k, c in operator.items() if c != 0})
 
 
-def _input_streams(spec, op: residuals.Split, x: jax.Array) -> jax.Array:
-    """The first layer's input in every stream, (S, n, d): the (standardised) x, ``d_j x = e_j / std_j``
-    and ``S x = sum_i a_i e_i / std_i`` (the same row at every point)."""
+def _input_streams(spec, op: residuals.Split, x: jax.Array, dtype) -> jax.Array:
+    """The first layer's input in every stream, (S, n, d), in ``dtype``: the (standardised) x,
+    ``d_j x = e_j / std_j`` and ``S x = sum_i a_i e_i / std_i`` (the same row at every point)."""
     config, mean, std = spec
-    if config.standardize:  # as the network's own forward pass
+    if config.standardize:  # as the network's own forward pass, in the points' dtype
         mean, std = jnp.asarray(mean, x.dtype), jnp.asarray(std, x.dtype)
         h, inv = (x - mean) / std, 1.0 / std
     else:
         h, inv = x, jnp.ones(x.shape[-1], x.dtype)
-    unit = jnp.eye(x.shape[-1], dtype=x.dtype) * inv[:, None]  # row i: d/dx_i of the input
+    # then in the params' precision where it is higher, as x @ W promotes in the net: float32 points with
+    # float64 params must not round the operator's coefficients (or the gradients below) to float32
+    h, inv = h.astype(dtype), inv.astype(dtype)
+    unit = jnp.eye(x.shape[-1], dtype=dtype) * inv[:, None]  # row i: d/dx_i of the input
     rows = [unit[j] for j, _ in op.second]
     if op.has_s:
         rows.append(sum((c * unit[i] for i, c in op.first), jnp.zeros_like(inv)))
@@ -130,8 +135,8 @@ def _stacked_forward(spec, params, op: residuals.Split, x: jax.Array, offsets: l
     config = spec[0]
     activation = streams.activation_derivatives(config.activation)
     dense = streams.layers(params)
-    h = _input_streams(spec, op, x)
-    primal = (jnp.arange(h.shape[0]) == 0).astype(x.dtype)[:, None, None]  # only the primal adds the bias
+    h = _input_streams(spec, op, x, offsets[0].dtype)
+    primal = (jnp.arange(h.shape[0]) == 0).astype(h.dtype)[:, None, None]  # only the primal adds the bias
     inputs = []
     for depth, (layer, offset) in enumerate(zip(dense, offsets)):
         inputs.append(streams.layer_scale(config, layer["w"]) * h)
@@ -147,7 +152,9 @@ def _factor_pass(spec, params, op: residuals.Split, x: jax.Array) -> list[Factor
     layer, all streams together). Points do not interact, so the gradient of the summed residual with
     respect to a point's pre-activations is that point's own ``dr/dz_k``."""
     count = 1 + len(op.second) + int(op.has_s)
-    zeros = [jnp.zeros((count, x.shape[0]) + layer["b"].shape, x.dtype) for layer in streams.layers(params)]
+    dense = streams.layers(params)
+    dtype = jnp.promote_types(x.dtype, dense[0]["w"].dtype)  # the computation's: its gradients keep it
+    zeros = [jnp.zeros((count, x.shape[0]) + layer["b"].shape, dtype) for layer in dense]
 
     def total(offsets):
         r, inputs = _stacked_forward(spec, params, op, x, offsets)
@@ -163,16 +170,23 @@ def factors(spec, params, term, points: jax.Array) -> list[Factors]:
     op, n = _stream_split(term.operator), points.shape[0]
     if n <= FACTOR_BATCH:
         return _factor_pass(spec, params, op, points)
-    # batches bound the stream activations the backward pass holds at once (thousands of points); the
-    # padding points are zeros, valid inputs whose rows are dropped
-    chunks = jnp.pad(points, ((0, -n % FACTOR_BATCH), (0, 0))).reshape(-1, FACTOR_BATCH, points.shape[1])
-    parts = jax.lax.map(lambda x: _factor_pass(spec, params, op, x), chunks)
-    join = lambda t: jnp.swapaxes(t, 0, 1).reshape(t.shape[1], -1, t.shape[-1])[:, :n]  # noqa: E731
-    return [Factors(join(f.a), join(f.g)) for f in parts]
+    # batches bound the stream activations the backward pass holds at once (thousands of points): whole
+    # batches through one lax.map, the remainder (if any) in a pass of its own
+    whole = n - n % FACTOR_BATCH
+    chunks = points[:whole].reshape(-1, FACTOR_BATCH, points.shape[1])
+    mapped = jax.lax.map(lambda x: _factor_pass(spec, params, op, x), chunks)
+    join = lambda t: jnp.swapaxes(t, 0, 1).reshape(t.shape[1], whole, t.shape[-1])  # noqa: E731
+    out = [Factors(join(f.a), join(f.g)) for f in mapped]
+    if whole == n:
+        return out
+    rest = _factor_pass(spec, params, op, points[whole:])
+    cat = lambda a, b: jnp.concatenate([a, b], axis=1)  # noqa: E731
+    return [Factors(cat(f.a, r.a), cat(f.g, r.g)) for f, r in zip(out, rest)]
 
 
 def _direct_is_cheaper(fi: Factors, fj: Factors) -> bool:
-    """J_l (n, (in+1) out) costs (in+1) out per point pair, the stream Grams S_i S_j (in+1+out)."""
+    """J_l (n, (in+1) out) costs (in+1) out per point pair; the stream Grams cost S_i S_j (in + out)
+    plus one add for the bias's block, counted here as S_i S_j (in + 1 + out)."""
     p, q = fi.a.shape[-1] + 1, fi.g.shape[-1]
     return p * q <= fi.a.shape[0] * fj.a.shape[0] * (p + q)
 
@@ -329,7 +343,8 @@ def host_kernel(apply, params, terms: Sequence, points: Sequence, max_bytes: int
     # every block is dispatched before the first transfer waits for one
     blocks = {(i, j): same(fs[i]) if i == j else cross(fs[i], fs[j]) for i in range(m) for j in range(i, m)}
     ends = np.cumsum([0] + [f[0].a.shape[1] for f in fs])
-    full = np.empty((ends[-1], ends[-1]), fs[0][0].a.dtype)
+    # the blocks' dtype (the params' precision), not the points': float32 points must not truncate
+    full = np.empty((ends[-1], ends[-1]), np.result_type(*(b.dtype for b in blocks.values())))
     for (i, j), b in blocks.items():
         b = np.asarray(b)
         full[ends[i] : ends[i + 1], ends[j] : ends[j + 1]] = b

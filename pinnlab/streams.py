@@ -54,7 +54,8 @@ def layers(params) -> list:
 
 def layer_scale(config, w) -> float:
     """The constant s of ``z = s (h W) + b``: 1/sqrt(fan_in) in the NTK parameterisation, else 1."""
-    return 1.0 / np.sqrt(w.shape[0]) if config.parameterization == "ntk" else 1.0
+    # a Python float (weakly typed): a numpy float64 would promote float32 layers to float64 under x64
+    return float(1.0 / np.sqrt(w.shape[0])) if config.parameterization == "ntk" else 1.0
 
 
 def forward(spec, params, x, keys):

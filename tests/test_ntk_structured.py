@@ -176,7 +176,7 @@ def test_structured_kernel_of_other_operators_in_one_and_in_several_factor_batch
         terms, x = (problem.term("u"), _operator_term(problem, operator)), [points[0], points[2]]
         reference = ntk.kernel(net.apply, params, terms, x, method="jacobian")
         whole = _kernel(net.apply, params, terms, x)
-        monkeypatch.setattr(ns, "FACTOR_BATCH", 2)  # 5 points: three batches, the last one padded
+        monkeypatch.setattr(ns, "FACTOR_BATCH", 2)  # 5 points: two batches of 2 and a remainder of 1
         batched = _kernel(net.apply, params, terms, x)
         diag = np.asarray(ns.diagonal(net.apply, params, terms[1], x[1]))
     assert np.abs(reference).max() > 0
@@ -199,10 +199,44 @@ def test_factor_pass_carries_the_pure_streams_as_one():
         return f[0].a.shape[0]
 
     assert count(problem.term("r").operator) == 4
-    for operator in OTHER_OPERATORS[:4]:
+    for operator in [*OTHER_OPERATORS, {"u": 1.0, "d0": 0.0}, {"dd0": 1.0, "d1": 0.0, "dd1": 0.0}]:
+        nonzero = {k: c for k, c in operator.items() if c != 0}
         pure = ns.pure_streams(operator)
-        assert count(operator) == len(streams.stream_keys(operator)) - len(pure) + 1, operator
+        assert count(operator) == len(streams.stream_keys(nonzero)) - len(pure) + 1, operator
     assert count({"dd0": 0.0, "dd1": 1.0}) == count({"dd1": 1.0}) == 3
+    assert count({"u": 1.0, "d0": 0.0}) == 1
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["layer-jacobians", "stream-grams"])
+def test_both_routes_of_every_layer_equal_the_jacobian_path(direct, monkeypatch):
+    """Every layer and block forced through J_l itself, then through the stream Grams (the small nets of
+    the other tests mostly take J_l), float64, with terms of 1, 3 and 4 streams and panel-sized blocks."""
+    monkeypatch.setattr(ns, "_direct_is_cheaper", lambda fi, fj: direct)
+    with jax.enable_x64(True):
+        problem, net, params, points = _setup("wave", "paper_text", "tanh", width=8, depth=3)
+        terms = (problem.term("u"), _operator_term(problem, {"d0": 1.0, "dd1": -2.0}), problem.term("r"))
+        x = [points[0], points[1], points[2]]
+        reference = ntk.kernel(net.apply, params, terms, x, method="jacobian")
+        structured = _kernel(net.apply, params, terms, x)
+        panels = np.asarray(jax.jit(lambda p, a, b: ns.block(net.apply, p, terms[2], a, terms[1], b, max_bytes=1))(
+            params, x[2], x[1]))
+    n0, n1 = len(x[0]), len(x[0]) + len(x[1])
+    assert np.abs(reference).max() > 0
+    np.testing.assert_allclose(structured, reference, rtol=0, atol=1e-10 * np.abs(reference).max())
+    np.testing.assert_allclose(panels, reference[n1:, n0:n1], rtol=0, atol=1e-10 * np.abs(reference).max())
+
+
+def test_float32_points_with_float64_params_keep_float64_and_float32_stays_float32():
+    with jax.enable_x64(True):
+        problem, net, params, points = _setup("wave", "paper_text", "tanh")  # NTK parameterisation: s = 1/sqrt(n)
+        low = [x.astype(jnp.float32) for x in points]
+        reference = ntk.kernel(net.apply, params, problem.terms, low, method="jacobian")
+        k = ntk.kernel(net.apply, params, problem.terms, low, method="structured")
+        params32 = jax.tree.map(lambda a: a.astype(jnp.float32), params)
+        f = ns.factors(net.apply.mlp_spec, params32, problem.term("r"), low[2])
+    assert k.dtype == reference.dtype == np.float64
+    np.testing.assert_allclose(k, reference, rtol=0, atol=1e-10 * np.abs(reference).max())
+    assert {layer.a.dtype for layer in f} == {layer.g.dtype for layer in f} == {np.dtype(np.float32)}
 
 
 def test_host_kernel_places_the_blocks_and_mirrors_the_upper_ones():
