@@ -13,8 +13,8 @@ Folding s and the bias into one factor ``a'_k = [s a_k, [k = u]]`` (length in + 
 
 (o: elementwise product). The A's come from one batched forward pass and the G's from one batched
 backward pass (points do not interact), every stream of a layer in one matmul; the pure streams (every
-d^2/dx_i^2, ...; :func:`pure_streams`) travel as one combined stream from the start, so the wave
-residual takes 4 streams, not 5. Only ``s a_k`` is stored: the bias's part adds ``G_u^i G_u^j^T``, a
+d^2/dx_i^2, ..., whose gradients are proportional) travel as one combined stream from the start, so
+the wave residual takes 4 streams, not 5. Only ``s a_k`` is stored: the bias's part adds ``G_u^i G_u^j^T``, a
 block of the G Gram at hand. A layer's block costs N_i N_j S_i S_j (in + out) this way against
 N_i N_j in out through J, and J is never formed; for the thin first and last layers (in or out tiny)
 J_l itself is the cheaper route and is used. The diagonal, ``diag K_ii(x) = sum_l sum_{k,m}
@@ -36,7 +36,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from pinnlab import residuals, streams
-from pinnlab.streams import PRIMAL
 
 DEFAULT_MAX_BYTES = 1 << 27  # stream Gram panels in flight per block (128 MiB)
 FACTOR_BATCH = 512  # points per batch of the factor pass
@@ -69,23 +68,6 @@ class Factors(NamedTuple):
     g: jax.Array
 
 
-def pure_streams(operator: dict) -> tuple[str, ...]:
-    """Streams of the operator's nonzero terms that no other stream reads: every d2/dx_i2, and d/dx_i
-    where d2/dx_i2 is not needed (and the primal when it is the only stream).
-
-    Backward through such a stream is the same linear recursion, ``g^l = phi'(z^l) o (s g^(l+1) W^T)``
-    from ``g^L = c_k``, so ``g_k = c_k b`` for one vector b: their outer products add up to one. The
-    factor pass does not call this: it carries them as one stream from the start, the combined stream
-    S of :func:`_stream_split` (which also takes the first-derivative terms whose d/dx_i is read), so a
-    term with a nonzero operator ``op`` has ``len(stream_keys(op)) - len(pure_streams(op)) + 1`` factor
-    streams (the wave residual 4, not 5); the tests count them against this.
-    """
-    operator = {k: c for k, c in operator.items() if c != 0}  # a zero term needs none of its streams
-    keys = streams.stream_keys(operator)
-    read = {f"d{streams.parse(k)[1]}" for k in keys if k.startswith("dd")} | ({PRIMAL} if len(keys) > 1 else set())
-    return tuple(k for k in keys if k in operator and k not in read)
-
-
 def _stream_split(operator: dict) -> residuals.Split:
     """The operator as ``c_u u + S``, S combining every derivative term (zero coefficients dropped).
 
@@ -99,12 +81,7 @@ def _stream_split(operator: dict) -> residuals.Split:
 def _input_streams(spec, op: residuals.Split, x: jax.Array, dtype) -> jax.Array:
     """The first layer's input in every stream, (S, n, d), in ``dtype``: the (standardised) x,
     ``d_j x = e_j / std_j`` and ``S x = sum_i a_i e_i / std_i`` (the same row at every point)."""
-    config, mean, std = spec
-    if config.standardize:  # as the network's own forward pass, in the points' dtype
-        mean, std = jnp.asarray(mean, x.dtype), jnp.asarray(std, x.dtype)
-        h, inv = (x - mean) / std, 1.0 / std
-    else:
-        h, inv = x, jnp.ones(x.shape[-1], x.dtype)
+    h, inv = streams.standardized(spec, x)  # as the network's own forward pass, in the points' dtype
     # then in the params' precision where it is higher, as x @ W promotes in the net: float32 points with
     # float64 params must not round the operator's coefficients (or the gradients below) to float32
     h, inv = h.astype(dtype), inv.astype(dtype)
@@ -166,7 +143,7 @@ def _factor_pass(spec, params, op: residuals.Split, x: jax.Array) -> list[Factor
 
 def factors(spec, params, term, points: jax.Array) -> list[Factors]:
     """Per layer, the stream factors of ``term`` at ``points`` (n, d), in the combined form of
-    :func:`_stream_split` (pure streams carried as one)."""
+    :func:`_stream_split` (the pure streams, those no other stream reads, carried as one)."""
     op, n = _stream_split(term.operator), points.shape[0]
     if n <= FACTOR_BATCH:
         return _factor_pass(spec, params, op, points)

@@ -29,7 +29,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from pinnlab.streams import PRIMAL, activation_derivatives, layer_scale, layers, parse
+from pinnlab.streams import PRIMAL, activation_derivatives, layer_scale, layers, parse, standardized
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,11 +81,7 @@ def _operator_value(config, acts, dense, op: Split, x, mean, std) -> jax.Array:
     phi, dphi, d2phi = acts
     w0, b0 = dense[0]["w"], dense[0]["b"]
     s0 = layer_scale(config, w0)
-    if config.standardize:  # as the network's own forward pass
-        mean, std = jnp.asarray(mean, x.dtype), jnp.asarray(std, x.dtype)
-        x, inv = (x - mean) / std, 1.0 / std
-    else:
-        inv = jnp.ones(x.shape[-1], x.dtype)
+    x, inv = standardized((config, mean, std), x)  # as the network's own forward pass
     z = s0 * (x @ w0) + b0
     # The input's d_j = e_j / std_j and S = sum_i a_i e_i / std_i: one row each (broadcast over the
     # batch) after the input layer; S is None while it is zero (no first derivatives).

@@ -58,28 +58,33 @@ def layer_scale(config, w) -> float:
     return float(1.0 / np.sqrt(w.shape[0])) if config.parameterization == "ntk" else 1.0
 
 
-def forward(spec, params, x, keys):
-    """Streams through the MLP at one point ``x`` (shape ``(d,)``).
-
-    Returns ``(inputs, out)``: ``inputs[l][k]`` is layer l's input in stream k, ``out[k]`` the scalar
-    output stream k (``out["dd0"]`` = d2u/dx_0^2).
-    """
+def standardized(spec, x):
+    """``(h, inv)``: the first layer's input as the network computes it, in ``x``'s dtype (z-scored when
+    the net standardises), and ``inv = dh/dx`` per input direction (1 / std, or ones)."""
     config, mean, std = spec
+    if config.standardize:
+        mean, std = jnp.asarray(mean, x.dtype), jnp.asarray(std, x.dtype)
+        return (x - mean) / std, 1.0 / std
+    return x, jnp.ones(x.shape[-1], x.dtype)
+
+
+def forward(spec, params, x, keys):
+    """Streams through the MLP at one point ``x`` (shape ``(d,)``): ``out[k]``, the scalar output stream
+    k (``out["dd0"]`` = d2u/dx_0^2)."""
+    config = spec[0]
     phi, dphi, d2phi = activation_derivatives(config.activation)
-    inv = 1.0 / jnp.asarray(std, x.dtype) if config.standardize else jnp.ones_like(x)
-    h = {PRIMAL: (x - jnp.asarray(mean, x.dtype)) * inv if config.standardize else x}
+    x, inv = standardized(spec, x)
+    h = {PRIMAL: x}
     for k in keys[1:]:
         order, i = parse(k)  # d/dx_i of the (standardised) input is e_i / std_i; its second derivative is 0
         h[k] = jnp.zeros_like(x).at[i].set(inv[i]) if order == 1 else jnp.zeros_like(x)
     dense = layers(params)
-    inputs = []
     for depth, layer in enumerate(dense):
         w, b = layer["w"], layer["b"]
         s = layer_scale(config, w)
-        inputs.append(h)
         z = {k: s * (v @ w) + (b if k == PRIMAL else 0.0) for k, v in h.items()}
         if depth == len(dense) - 1:
-            return inputs, {k: v[0] for k, v in z.items()}
+            return {k: v[0] for k, v in z.items()}
         f1, f2 = dphi(z[PRIMAL]), d2phi(z[PRIMAL])
         h = {PRIMAL: phi(z[PRIMAL])}
         for k in keys[1:]:
@@ -90,5 +95,5 @@ def forward(spec, params, x, keys):
 
 def operator_value(spec, params, x, operator: dict):
     """``sum_k c_k u_k(x)`` at one point: the residual without its forcing."""
-    _, out = forward(spec, params, x, stream_keys(operator))
+    out = forward(spec, params, x, stream_keys(operator))
     return sum(c * out[k] for k, c in operator.items())
