@@ -2,11 +2,12 @@
 
 The spectra's eigenvalues are LAPACK calls in numpy's OpenBLAS, which starts a thread per visible core.
 On a shared or oversubscribed machine (Binder gives ~1 CPU but shows every host core; a laptop running
-the training beside it) those threads wait on each other: a 900 x 900 ``eigvalsh`` took 74 ms on one
-thread and 209 ms (up to 3.4 s) on two on the busy 2-core VM, a 200 x 200 one 1.8 ms against 10.8 ms.
-Single-threaded it is never much slower, so the lab always asks for one thread, through
-``threadpoolctl`` (a dependency of the ``jupyter`` extra). Without it, the solves keep OpenBLAS's own
-setting (``OPENBLAS_NUM_THREADS``).
+the training beside it) those threads wait on each other: beside a test suite on the 2-core VM a 900 x
+900 ``eigvalsh`` took 57 ms on one thread and 126 ms (up to 248 ms) on two, a 200 x 200 one 1.4 ms
+against 2.7 ms (``benchmarks/bench_eigvalsh_threads.py``); next to 4 busy loops, the default lab's
+frame spent 111 ms in it. Single-threaded it is never much slower, so the lab always asks for one
+thread, through ``threadpoolctl`` (a dependency of the ``jupyter`` extra). Without it, the solves keep
+OpenBLAS's own setting (``OPENBLAS_NUM_THREADS``).
 """
 
 from __future__ import annotations
