@@ -61,11 +61,10 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from pinnlab import weighting
 from pinnlab.history import History, Snapshot
 from pinnlab.nets import Net, NetConfig, make_net
 from pinnlab.problems.base import Problem
-from pinnlab.training import Controls, TrainConfig, TrainState, _optimizer, make_step
+from pinnlab.training import Controls, TrainConfig, TrainState, _optimizer, live_controls, make_step
 
 AXIS = "runs"
 
@@ -381,11 +380,7 @@ class Ensemble:
         return self.carry.state.params
 
     def controls(self) -> Controls:
-        for name, low in (("update_every", 1), ("ntk_every", 0)):
-            if int(getattr(self, name)) < low:
-                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)!r}")
-        return Controls(np.int32(weighting.rule_index(self.rule)), np.int32(self.update_every),
-                        np.int32(self.ntk_every), np.float32(self.lr_scale), np.float32(self.momentum))
+        return live_controls(self.rule, self.update_every, self.ntk_every, self.lr_scale, self.momentum)
 
     def advance(self, n: int) -> EnsembleSnapshot:
         """Run ``n`` steps of every member in chunks of ``config.chunk``; one host transfer per chunk."""

@@ -57,6 +57,7 @@ class History:
     spectra_step: list = dataclasses.field(default_factory=list)
     spectra: list = dataclasses.field(default_factory=list)
     ntk_drift: list = dataclasses.field(default_factory=list)
+    events: list = dataclasses.field(default_factory=list)
     prediction: np.ndarray | None = None
     seconds: float = 0.0
     status: str = "running"
@@ -82,6 +83,24 @@ class History:
             self.losses.append(snap.losses)
             self.weights.append(snap.weights)
             self.traces.append(snap.traces)
+
+    def add_event(self, step: int, field: str, value) -> None:
+        """A live control changed at ``step`` (``field`` e.g. ``"rule"``), kept in order for the report."""
+        self.events.append({"step": int(step), "field": str(field), "value": value})
+
+    def truncate(self, step: int) -> None:
+        """Forget everything after ``step``: per-step rows from ``step`` on, evaluations and spectra past it
+        (a rewind after divergence; training from ``step`` records them again)."""
+        if self.steps:
+            keep = np.concatenate(self.steps) < step
+            for name in ("steps", "losses", "weights", "traces"):
+                full = np.concatenate(getattr(self, name))[keep]
+                setattr(self, name, [full] if len(full) else [])
+        for names in (("eval_step", "rel_l2", "param_drift"), ("spectra_step", "spectra", "ntk_drift")):
+            kept = [i for i, s in enumerate(getattr(self, names[0])) if s <= step]
+            for name in names:
+                values = getattr(self, name)
+                setattr(self, name, [values[i] for i in kept])
 
     def add_eval(self, step: int, rel_l2: float, drift: float) -> None:
         self.eval_step.append(step)
@@ -134,7 +153,7 @@ class History:
             arrays[f"spectra/{name}"] = np.stack([s[name] for s in self.spectra])
         meta = {"format": FORMAT, "config": self.config, "terms": list(self.terms), "coords": list(self.coords),
                 "grid_shape": list(self.grid_shape), "seconds": self.seconds, "status": self.status,
-                "message": self.message, "spectra_blocks": blocks}
+                "message": self.message, "spectra_blocks": blocks, "events": self.events}
         _atomic_write(directory / "history.npz", lambda f: np.savez_compressed(f, **arrays))
         _atomic_write(directory / "history.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
         return directory
@@ -156,7 +175,8 @@ class History:
                    eval_step=a["eval_step"].tolist(), rel_l2=a["rel_l2"].tolist(),
                    param_drift=a["param_drift"].tolist(), spectra_step=a["spectra_step"].tolist(),
                    spectra=spectra, ntk_drift=a["ntk_drift"].tolist(), prediction=a.get("prediction"),
-                   seconds=meta["seconds"], status=meta["status"], message=meta["message"])
+                   seconds=meta["seconds"], status=meta["status"], message=meta["message"],
+                   events=list(meta.get("events", [])))
 
 
 def _atomic_write(path: Path, write) -> None:

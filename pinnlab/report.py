@@ -51,7 +51,7 @@ def summary(history: History) -> dict:
         "weights": final["weights"], "traces": final["traces"], "losses": final["losses"],
         "ntk_drift": float(history.ntk_drift[-1]) if history.ntk_drift else None,
         "param_drift": float(history.param_drift[-1]) if history.param_drift else None,
-        "config": history.config,
+        "config": history.config, "events": history.events,
     })
 
 
@@ -90,6 +90,12 @@ def _weighting(train: dict) -> str:
     return f"{rule}, {when}"
 
 
+def _changes(history: History) -> str:
+    """Live control changes in step order (e.g. "step 40,000: rule → ntk"), or "none"."""
+    parts = [f"step {e['step']:,}: {e['field']} → {e['value']}" for e in history.events]
+    return "; ".join(parts) if parts else "none"
+
+
 def _header(history: History, numbers: dict) -> str:
     cfg = history.config
     net, train = cfg.get("net", {}), cfg.get("train", {})
@@ -102,8 +108,8 @@ def _header(history: History, numbers: dict) -> str:
              ("net", f"{net.get('depth')}×{net.get('width')} {net.get('activation')}, {net.get('parameterization')}, "
                      f"{net.get('init')}, standardize={net.get('standardize')}"),
              ("parameters", cfg.get("num_params")),
-             ("optimizer", _optimizer(train)), ("weighting", _weighting(train)),
-             ("seed", train.get("seed"))]
+             ("optimizer", _optimizer(train)), ("weighting at step 0", _weighting(train)),
+             ("changed during the run", _changes(history)), ("seed", train.get("seed"))]
     message = f'<div class="message">{html.escape(numbers["message"])}</div>' if numbers["message"] else ""
     config = html.escape(json.dumps(cfg, indent=2))
     return (f"<h1>pinnlab run: {html.escape(str(cfg.get('problem')))}</h1>"

@@ -110,13 +110,28 @@ class TrainState(NamedTuple):
 
 
 class Controls(NamedTuple):
-    """Live controls, traced into the chunk (changing them never recompiles)."""
+    """Live controls, traced into the chunk (changing them never recompiles).
+
+    ``refresh_until``: weights refresh only at steps before it (a step budget's end; -1: no limit).
+    """
 
     rule: jax.Array
     update_every: jax.Array
     ntk_every: jax.Array
     lr_scale: jax.Array
     momentum: jax.Array
+    refresh_until: jax.Array
+
+
+def live_controls(rule: str, update_every: int, ntk_every: int, lr_scale: float, momentum: float,
+                  refresh_until: int | None = None) -> Controls:
+    """Validated :class:`Controls` as numpy scalars (building five device scalars costs ~0.25 ms per chunk)."""
+    for name, value, low in (("update_every", update_every, 1), ("ntk_every", ntk_every, 0)):
+        if int(value) < low:
+            raise ValueError(f"{name} must be >= {low}, got {value!r}")
+    until = -1 if refresh_until is None else min(int(refresh_until), np.iinfo(np.int32).max)
+    return Controls(np.int32(weighting.rule_index(rule)), np.int32(update_every), np.int32(ntk_every),
+                    np.float32(lr_scale), np.float32(momentum), np.int32(until))
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
@@ -154,7 +169,8 @@ def make_step(apply, problem: Problem, optimizer):
         key, k_batch, k_ntk = jax.random.split(carry.key, 3)
         batches = problem.sample(k_batch) if problem.resample else data
         ntk_batches = problem.sample(k_ntk, ntk=True) if problem.resample else probe
-        due_weights = (controls.rule > 0) & (carry.step % controls.update_every == 0)
+        before_limit = (controls.refresh_until < 0) | (carry.step < controls.refresh_until)
+        due_weights = (controls.rule > 0) & (carry.step % controls.update_every == 0) & before_limit
         due_log = (controls.ntk_every > 0) & (carry.step % jnp.maximum(controls.ntk_every, 1) == 0)
 
         def fresh(_):
@@ -219,8 +235,9 @@ def _compiled(apply, problem: Problem, config: TrainConfig, optimizer) -> _Compi
 class Trainer:
     """Trains one PINN and yields :class:`Snapshot` records; the CLI, tests and widgets share it.
 
-    Live controls (plain attributes, read at the next chunk, never recompile): ``rule``,
-    ``update_every``, ``ntk_every``, ``lr_scale``, ``momentum``.
+    Live controls (read at the next chunk, never recompile): ``update_every``, ``ntk_every``,
+    ``lr_scale``, ``momentum``, ``refresh_until`` as plain attributes, and the weighting rule through
+    :meth:`set_rule` (which acts at once and is recorded in the History with its step).
     """
 
     def __init__(self, problem: Problem, net_config: NetConfig, config: TrainConfig, params=None):
@@ -241,6 +258,9 @@ class Trainer:
         self.params0 = params
         self.rule, self.update_every = config.weighting, config.update_every
         self.ntk_every, self.lr_scale, self.momentum = config.ntk_every, 1.0, config.momentum
+        self.refresh_until: int | None = None
+        self.fixed_weights = self.state.weights  # what rule "none" trains with
+        self._chunk_start: TrainState | None = None  # start of the last finished chunk (divergence rewinds)
         self._compiled = _compiled(self.apply, problem, config, self.optimizer)
         self._eval = self._compiled.eval
         self.history = History.empty(problem, net_config, config, self.net.num_params)
@@ -255,13 +275,44 @@ class Trainer:
         return self._compiled.traces
 
     def controls(self) -> Controls:
-        for name in ("update_every", "ntk_every"):
-            value = getattr(self, name)
-            if int(value) < (1 if name == "update_every" else 0):
-                raise ValueError(f"{name} must be {'>= 1' if name == 'update_every' else '>= 0'}, got {value!r}")
-        # numpy scalars, not device arrays: building five device scalars costs ~0.25 ms per chunk
-        return Controls(np.int32(weighting.rule_index(self.rule)), np.int32(self.update_every),
-                        np.int32(self.ntk_every), np.float32(self.lr_scale), np.float32(self.momentum))
+        return live_controls(self.rule, self.update_every, self.ntk_every, self.lr_scale, self.momentum,
+                             self.refresh_until)
+
+    # -- live changes ---------------------------------------------------------------------------
+    def set_rule(self, rule: str) -> None:
+        """Switch the weighting rule now (no recompile), and record the change in the History.
+
+        ``"none"`` trains with the fixed weights (``initial_weights``, default all 1) from this step on;
+        an adaptive rule computes its weights at once from the traces on the probe points, instead of
+        waiting for the next multiple of ``update_every``.
+        """
+        weighting.rule_index(rule)
+        if rule == self.rule:
+            return
+        if rule == "none":
+            self.set_weights(self.fixed_weights)
+        else:
+            traces = _jitted_traces(self.apply, self.problem)(self.state.params, self.probe)
+            counts = jnp.asarray([t.n_ntk for t in self.problem.terms], jnp.float32)
+            new = weighting.update(weighting.rule_index(rule), traces, counts, self.state.weights, self.momentum)
+            self.state = self.state._replace(weights=new.astype(self.state.weights.dtype),
+                                             traces=traces.astype(self.state.traces.dtype))
+        self.rule = rule
+        self.history.add_event(self.step, "rule", rule)
+
+    def restore(self, state: TrainState) -> None:
+        """Go back to an earlier ``state`` of this run (e.g. from before a control change that diverged);
+        the History's rows from its step on are dropped."""
+        self.state, self._chunk_start = state, None
+        self.history.truncate(int(state.step))
+
+    def set_weights(self, weights) -> None:
+        """Use ``weights`` (one positive finite value per term) from the next step on."""
+        w = np.asarray(weights, np.float64)
+        m = len(self.problem.terms)
+        if w.shape != (m,) or not np.all(np.isfinite(w) & (w > 0)):
+            raise ValueError(f"weights must be {m} positive finite numbers {self.problem.term_names}, got {weights!r}")
+        self.state = self.state._replace(weights=jnp.asarray(w, self.state.weights.dtype))
 
     @property
     def step(self) -> int:
@@ -271,8 +322,9 @@ class Trainer:
         """Run ``n`` steps in chunks (a shorter last chunk for the remainder); return their record.
 
         Row i of the record holds the losses, weights and traces used at step ``start + i``. If a
-        loss turns non-finite at step s, the state is replayed to step s - 1 (the last step whose
-        loss was finite), the record stops before it, and ``snapshot.diverged`` is s.
+        loss turns non-finite at step s, the state is rewound to step s - 1 (the last step whose
+        loss was finite, replayed from the nearest chunk start), the History's rows end before it, and
+        ``snapshot.diverged`` is s. Only a non-finite loss at step 0 leaves the state where it was.
         """
         t0, start, controls = time.perf_counter(), self.step, self.controls()
         parts, remaining, state = [], n, self.state
@@ -282,18 +334,27 @@ class Trainer:
             metrics = jax.device_get(metrics)
             bad = ~np.all(np.isfinite(metrics[0]), axis=1)
             if bad.any():
-                bad_row = int(np.argmax(bad))  # the loss at step chunk_start + bad_row is non-finite
-                diverged = int(state.step) + bad_row
-                # Rows up to the replayed state only: its own row is recorded when training goes on.
-                parts.append(tuple(m[: max(bad_row - 1, 0)] for m in metrics))
-                if bad_row > 1:  # replay to the last step whose loss was finite
-                    state = self._compiled.chunk(bad_row - 1)(state, controls, self.data, self.probe)[0]
-                self.state = state
+                diverged = int(state.step) + int(np.argmax(bad))  # the first step with a non-finite loss
+                parts.append(tuple(m[: max(diverged - 1 - int(state.step), 0)] for m in metrics))
+                self.state = self._rewind(state, diverged - 1, controls)
+                self._chunk_start = None
                 return self._record(start, parts, t0, diverged=diverged)
             parts.append(metrics)
-            state, remaining = new_state, remaining - length
+            self._chunk_start, state, remaining = state, new_state, remaining - length
         self.state = state
         return self._record(start, parts, t0)
+
+    def _rewind(self, state: TrainState, target: int, controls: Controls) -> TrainState:
+        """The state at step ``target`` (>= the start of the chunk before ``state``), replayed."""
+        target = max(target, 0)
+        if target < int(state.step):  # the bad step opened a chunk: replay from the one before
+            if self._chunk_start is None:
+                return state
+            state = self._chunk_start
+            self.history.truncate(target)  # its rows from ``target`` on are recorded again later
+        if target > int(state.step):
+            state = self._compiled.chunk(target - int(state.step))(state, controls, self.data, self.probe)[0]
+        return state
 
     def _record(self, start, parts, t0, diverged=None) -> Snapshot:
         empty = np.zeros((0, len(self.problem.terms)), np.float32)  # advance(0)
@@ -374,7 +435,8 @@ class Trainer:
             stops += [s for s in spectra_at if s > self.step]
             snap = self.advance(min(stops) - self.step)
             if snap.diverged is not None:
-                message = f"loss became non-finite at step {snap.diverged}; history kept up to step {self.step}"
+                message = (f"loss became non-finite at step {snap.diverged}; parameters and history kept as at "
+                           f"step {self.step}")
                 self.history.finish(self.prediction(), self.seconds, "diverged", message)
                 yield snap
                 return

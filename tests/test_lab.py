@@ -36,8 +36,10 @@ async def until(condition, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.005)
 
 
-def trace(lab: Lab, role: tuple):
-    return lab.figure.data[lab._model.index[role]]
+def trace(lab: Lab, key: str, run: int = 0):
+    """The figure's trace with panel key ``key`` (e.g. ``"loss:u"``, ``"share:r"``, ``"eig:K"``) of run ``run``."""
+    (index,) = [i for (_, r, k), i in lab._model.index.items() if r == run and k == key]
+    return lab.figure.data[index]
 
 
 # -- the state -----------------------------------------------------------------------------------------
@@ -77,15 +79,15 @@ def test_curves_keep_at_most_max_rows_evenly_and_the_newest_step():
 def test_lab_draws_every_panel_after_a_blocking_run():
     lab = Lab("poisson", **SMALL)
     assert lab.step == 0 and lab.status.startswith("ready")
-    ref = trace(lab, ("eig0", 0, "K_r"))
+    ref = trace(lab, "eig0:K")
     assert len(ref.y) > 10 and ref.y.dtype == np.float32  # the faint step-0 reference spectrum
     lab.run(3 * lab.runs[0].chunk)
     assert lab.step >= 3 * lab.runs[0].chunk
-    loss = trace(lab, ("loss", 0, "u"))
+    loss = trace(lab, "loss:u")
     assert len(loss.x) > 10 and loss.x[-1] == lab.history.curve("steps")[-1] >= lab.step - 1
     np.testing.assert_allclose(loss.y[-1], lab.history.curve("losses")[-1, 0], rtol=1e-6)
-    assert len(trace(lab, ("eig", 0, "K")).y) > 10
-    assert len(trace(lab, ("pred", 0)).y) == len(lab.runs[0].exact)
+    assert len(trace(lab, "eig:K").y) > 10
+    assert len(trace(lab, "pred").y) == len(lab.runs[0].exact)
     assert "step" in lab.controls.counter.value and f"{lab.step:,}" in lab.controls.counter.value
     assert lab.frames_drawn >= 2
     # the spectra and traces are on the trainer's fixed probe points: K_u of the step-0 keyframe is (n_b,)
@@ -106,7 +108,7 @@ def test_toggling_the_weighting_mid_run_changes_weights_losses_and_figure():
     async def scenario():
         lab.play()
         await until(lambda: lab.step >= 2000 and lab.frames_drawn >= 2)
-        before_weights = np.array(trace(lab, ("weight", 0, "u")).y)
+        before_weights = np.array(trace(lab, "weight:u").y)
         assert np.allclose(before_weights, 1.0)
         toggled_at = lab.step
         lab.controls.live["rule"].value = "ntk"  # as a click on the toggle button does
@@ -121,7 +123,7 @@ def test_toggling_the_weighting_mid_run_changes_weights_losses_and_figure():
     steps = lab.history.curve("steps")
     assert np.allclose(weights[steps < toggled_at], 1.0)
     assert weights[-1, 0] > 10 * weights[-1, 1]  # Algorithm 1: lambda_u >> lambda_r (Tr K_rr >> Tr K_uu)
-    drawn = trace(lab, ("weight", 0, "u"))
+    drawn = trace(lab, "weight:u")
     assert drawn.y[-1] == pytest.approx(weights[-1, 0], rel=1e-5) and drawn.y.max() > 10
     # the boundary loss falls faster once weighted: compare its decay rate before and after
     losses = lab.history.curve("losses")[:, 0]
@@ -154,7 +156,7 @@ def test_pause_stops_within_a_chunk_and_run_resumes():
         await until(lambda: not lab.running)
         paused_at = lab.step
         await asyncio.sleep(0.2)
-        assert lab.step == paused_at and lab.status == "paused"
+        assert lab.step == paused_at and lab.status.startswith("paused")
         assert lab.controls.run.description == "Run"
         lab.controls.run.click()
         assert lab.running and lab.controls.run.description == "Pause"
@@ -170,7 +172,7 @@ def test_step_button_trains_one_chunk():
     lab = Lab("poisson", **SMALL)
     lab.controls.step.click()
     assert lab.step == lab.runs[0].chunk
-    assert trace(lab, ("loss", 0, "r")).x[-1] == lab.history.curve("steps")[-1]
+    assert trace(lab, "loss:r").x[-1] == lab.history.curve("steps")[-1]
 
 
 # -- one training task per kernel -------------------------------------------------------------------------------
@@ -230,11 +232,11 @@ def test_an_error_in_the_training_task_is_shown_in_the_dashboard():
     calls = {"n": 0}
     advance = lab.runs[0].advance
 
-    def failing():
+    def failing(limit=None):
         calls["n"] += 1
         if calls["n"] > 2:
             raise FloatingPointError("boom in chunk 3")
-        return advance()
+        return advance(limit)
 
     lab.runs[0].advance = failing
 
@@ -272,9 +274,9 @@ def test_compare_runs_two_configs_from_the_same_initial_parameters():
     # same start: the first step's unweighted losses agree, then B's weights pull its boundary loss down
     np.testing.assert_allclose(a.trainer.history.curve("losses")[0], b.trainer.history.curve("losses")[0], rtol=1e-6)
     assert b.trainer.history.curve("losses")[-1, 0] < a.trainer.history.curve("losses")[-1, 0]
-    assert np.allclose(trace(lab, ("weight", 0, "u")).y, 1.0)
-    assert trace(lab, ("weight", 1, "u")).y[-1] > 10  # B weighted, on the same axes
-    assert trace(lab, ("loss", 1, "u")).line.dash == "dash"
+    assert np.allclose(trace(lab, "weight:u").y, 1.0)
+    assert trace(lab, "weight:u", 1).y[-1] > 10  # B weighted, on the same axes
+    assert trace(lab, "loss:u", 1).line.dash == "dash"
     lab.set(rule_a="ntk")
     assert a.state.rule == "ntk" and b.state.rule == "ntk" and "||" in lab.config
     lab.set(n_b=50)  # a reset field (not "n" of run B): pending until Reset
@@ -290,12 +292,16 @@ def test_replay_slider_scrubs_back_to_step_zero_and_returns_to_live():
     frames = lab.runs[0].keyframes
     assert len(frames) >= 3 and lab.controls.replay.max == len(frames) - 1
     lab.controls.replay.value = 0
-    np.testing.assert_allclose(trace(lab, ("eig", 0, "K")).y, trace(lab, ("eig0", 0, "K")).y)
-    np.testing.assert_allclose(trace(lab, ("pred", 0)).y, frames[0].prediction)
-    assert len(lab.figure.layout.shapes) == 3 and "replay" in lab.controls.replay_label.value
+    np.testing.assert_allclose(trace(lab, "eig:K").y, trace(lab, "eig0:K").y)
+    np.testing.assert_allclose(trace(lab, "pred").y, frames[0].prediction)
+    # the replay marker on the three per-step panels, beside the three lines of the step budget
+    assert len(lab.figure.layout.shapes) == 6 and "replay" in lab.controls.replay_label.value
     lab.controls.replay.value = lab.controls.replay.max
-    np.testing.assert_allclose(trace(lab, ("pred", 0)).y, frames[-1].prediction)
-    assert len(lab.figure.layout.shapes) == 0 and "live" in lab.controls.replay_label.value
+    np.testing.assert_allclose(trace(lab, "pred").y, frames[-1].prediction)
+    assert len(lab.figure.layout.shapes) == 3 and "live" in lab.controls.replay_label.value
+    lab.controls.replay.value = 0
+    lab.reset()  # a rebuild forgets the replay: no marker, the slider back at the start
+    assert len(lab.figure.layout.shapes) == 3 and lab.controls.replay.max == 0 and lab._replay is None
 
 
 def test_export_writes_history_and_report(tmp_path):
@@ -326,7 +332,7 @@ def test_static_backend_updates_a_plain_figure():
     assert len(before["application/vnd.plotly.v1+json"]["data"]) == len(lab.figure.data)
     assert "cdn.plot.ly" in before["text/html"]  # the fallback for front ends without plotly's renderer
     lab.run(2 * lab.runs[0].chunk)
-    assert trace(lab, ("loss", 0, "u")).x[-1] == lab.history.curve("steps")[-1]
+    assert trace(lab, "loss:u").x[-1] == lab.history.curve("steps")[-1]
     after = lab._output.outputs[0]["data"]["application/vnd.plotly.v1+json"]
     assert after != before["application/vnd.plotly.v1+json"]  # re-rendered with the trained curves
     with pytest.raises(ValueError, match="backend"):
@@ -336,11 +342,11 @@ def test_static_backend_updates_a_plain_figure():
 def test_a_2d_problem_draws_heat_maps():
     lab = Lab("heat", width=8, depth=2, n_b=24, n_r=24, n_ntk=12)  # 2D like the wave, cheaper to compile
     frame = lab.runs[0].keyframes[-1]
-    error = np.abs(frame.prediction - lab.runs[0].exact).reshape(101, 101).T
-    np.testing.assert_allclose(np.asarray(trace(lab, ("err", 0)).z), error, rtol=1e-6)
-    assert np.asarray(trace(lab, ("pred", 0)).z).shape == (101, 101)
+    error = (frame.prediction - lab.runs[0].exact).reshape(101, 101).T  # signed
+    np.testing.assert_allclose(np.asarray(trace(lab, "err").z), error, rtol=1e-6)
+    assert np.asarray(trace(lab, "pred").z).shape == (101, 101)
     assert set(frame.spectra) == {"K", "K_u", "K_r"} and len(frame.spectra["K"]) == 24
-    assert lab.figure.layout.coloraxis.colorscale and lab.figure.layout.coloraxis2.cmin == 0
+    assert lab.figure.layout.coloraxis.colorscale and lab.figure.layout.coloraxis2.cmid == 0
     assert lab.step == 0  # the step-0 keyframe is drawn before any training (no chunk compiled here)
 
 
@@ -368,11 +374,12 @@ def test_the_lab_spectra_and_traces_never_form_per_point_gradients(monkeypatch):
     lab.set(rule="none")
     lab.set(rule="ntk")  # the lab's own traces: weights computed at once on a rule switch
     assert lab.runs[0].keyframes[-1].step == lab.step and lab.runs[0].keyframes[-1].spectra is not None
-    assert len(resolved) >= 4 and set(resolved) == {"structured"}
+    # spectra, the training step's traces and the rule switch's traces (compiled once per structure)
+    assert len(resolved) >= 3 and set(resolved) == {"structured"}
     assert lab.runs[0].ntk_method == "structured" and lab.runs[0].spectra_seconds > 0
     counter = lab.controls.counter.value
     assert "NTK structured" in counter and "ms</span>" in counter
-    assert "title='K = J J^T from each layer&#x27;s Taylor-stream factors" in counter  # the tooltip stays quoted
+    assert "K = J J^T from each layer&#x27;s Taylor-stream factors" in counter  # the tooltip stays quoted
 
 
 def test_a_cheap_ntk_refreshes_the_spectra_within_the_time_budget():
@@ -414,3 +421,228 @@ def test_the_history_keeps_a_bounded_thinned_record_of_spectra(monkeypatch):
     assert np.all(np.diff(h.spectra_step) > 0)
     assert live.records_thinned["spectra"] > 1
     assert "spectra thinned" in live.finish_history().message
+
+
+# -- the paper's story on screen ------------------------------------------------------------------------------------
+def shares(lab: Lab, run: int = 0) -> np.ndarray:
+    """The newest weighted trace share of every term, as drawn."""
+    return np.array([trace(lab, f"share:{t}", run).y[-1] for t in lab.runs[run].terms], np.float64)
+
+
+@pytest.mark.parametrize("name", ["poisson", "wave"])
+def test_algorithm_1_makes_the_drawn_weighted_trace_shares_equal(name):
+    small = SMALL if name == "poisson" else dict(width=16, n_b=30, n_r=30, n_ntk=12)
+    lab = Lab(name, **small)
+    lab.run(lab.runs[0].chunk)
+    m = len(lab.runs[0].terms)
+    assert np.ptp(shares(lab)) > 0.1  # unweighted: the residual holds nearly all of Tr K
+    raw_before = np.array([trace(lab, f"raw-share:{t}").y[-1] for t in lab.runs[0].terms])
+    lab.set(rule="ntk")  # what the toggle does; acts at once, drawn at once while paused
+    np.testing.assert_allclose(shares(lab), 1.0 / m, atol=1e-5)
+    lab.run(lab.runs[0].chunk)
+    np.testing.assert_allclose(shares(lab), 1.0 / m, atol=1e-5)
+    raw = np.array([trace(lab, f"raw-share:{t}").y[-1] for t in lab.runs[0].terms])
+    assert np.ptp(raw) > 0.1 and np.ptp(raw_before) > 0.1  # the raw shares stay as they were: faint reference
+    # the weighted spectra are lambda_i times the raw ones (the paper's Fig. 8b)
+    frame = lab.runs[0].keyframes[-1]
+    lam = lab.trainer.state.weights
+    for j, term in enumerate(lab.runs[0].terms):
+        weighted, raw_eig = trace(lab, f"eig-w:{term}").y, trace(lab, f"eig:{term}").y
+        np.testing.assert_allclose(weighted, float(lam[j]) * raw_eig, rtol=1e-5)
+        assert raw_eig[0] == pytest.approx(np.max(frame.spectra[f"K_{term}"]), rel=1e-6)
+
+
+def test_one_colour_per_term_in_every_panel_and_nothing_else_shares_it():
+    from pinnlab.panels import TERM_COLORS
+
+    for name, small in (("poisson", SMALL), ("wave", dict(width=8, n_b=30, n_r=30, n_ntk=12))):
+        lab = Lab(name, **small)
+        for (_, _, key), index in lab._model.index.items():
+            data = lab.figure.data[index]
+            color = getattr(getattr(data, "line", None), "color", None)
+            term = key.split(":")[1] if ":" in key else None
+            if term in TERM_COLORS:
+                assert color == TERM_COLORS[term], key
+            else:
+                assert color not in TERM_COLORS.values(), key
+        names = {d.name for d in lab.figure.data}
+        assert "λ·K_uu (boundary + initial)" in names if name == "wave" else "λ·K_uu (boundary)" in names
+        assert any("K_rr (residual)" in n for n in names)
+        assert name == "poisson" or "λ·K_ut (initial velocity)" in names
+
+
+def test_log_axes_label_ticks_with_their_values():
+    lab = Lab("poisson", **SMALL)
+    logs = [a for a in (lab.figure.layout[f"yaxis{i if i > 1 else ''}"] for i in range(1, 7)) if a.type == "log"]
+    assert len(logs) == 4 and all(a.tickformat == ".0e" for a in logs)  # never a bare "5" meaning 500
+
+
+def test_the_1d_error_is_signed_with_its_best_line():
+    lab = Lab("poisson", **SMALL)
+    lab.run(2 * lab.runs[0].chunk)
+    frame, exact = lab.runs[0].keyframes[-1], lab.runs[0].exact
+    x = np.asarray(lab.runs[0].problem.grid)[:, 0]
+    err = frame.prediction.astype(np.float64) - exact
+    np.testing.assert_allclose(trace(lab, "err").y, err, rtol=1e-5, atol=1e-7)
+    beta, alpha = np.polyfit(x, err, 1)
+    np.testing.assert_allclose(trace(lab, "err-line").y, alpha + beta * x, rtol=1e-4, atol=1e-6)
+
+
+# -- the step budget and the demo ----------------------------------------------------------------------------------
+def test_play_pauses_exactly_at_the_budget_and_weights_never_refresh_past_it():
+    lab = Lab("fig4", budget=1000, **SMALL)  # Algorithm 1's weights from step 0, refreshed every 40,000 steps
+
+    async def scenario():
+        lab.set(update_every=500)  # a refresh falls on the budget: it must not happen
+        lab.play()
+        await until(lambda: not lab.running)
+        assert lab.step == 1000 and lab.status.startswith("paused at the step budget")
+        at_budget = np.array(lab.trainer.state.weights)
+        lab.play()  # Run again: trains on past the budget, with the weights frozen
+        await until(lambda: lab.step >= 2000)
+        lab.pause()
+        await until(lambda: not lab.running)
+        return at_budget
+
+    at_budget = asyncio.run(scenario())
+    weights, steps = lab.history.curve("weights"), lab.history.curve("steps")
+    assert not np.allclose(weights[steps == 499], weights[steps == 500])  # the refresh at 500 happened
+    np.testing.assert_array_equal(weights[steps >= 500], np.broadcast_to(at_budget, weights[steps >= 500].shape))
+    assert len(lab.figure.layout.shapes) == 3 and lab.figure.layout.shapes[0].x0 == 1000  # the budget line
+
+
+def test_the_demo_tells_the_story_in_two_clicks():
+    lab = Lab("poisson", budget=1500, **SMALL)
+    lab.run(64)  # a student played first: the demo starts from step 0 all the same
+
+    async def scenario():
+        lab.controls.demo.click()
+        assert lab.step == 0 and lab.state.rule == "none" and "1/2" in lab.controls.caption.value
+        await until(lambda: not lab.running, timeout=60)
+        assert lab.step == 1500 and "Predict" in lab.controls.caption.value
+        assert np.ptp(shares(lab)) > 0.1
+        lab.controls.demo.click()
+        assert lab.state.rule == "ntk" and "2/2" in lab.controls.caption.value
+        np.testing.assert_allclose(shares(lab), 0.5, atol=1e-5)
+        await until(lambda: not lab.running, timeout=60)
+
+    asyncio.run(scenario())
+    assert lab.step == 3000 and "Done" in lab.controls.caption.value
+    np.testing.assert_allclose(shares(lab), 0.5, atol=1e-5)
+    plain = lab.runs[0].keyframes  # the error fell after the switch
+    at_switch = [k.rel_l2 for k in plain if k.step == 1500][0]
+    assert plain[-1].rel_l2 < at_switch
+    assert [e["value"] for e in lab.history.events if e["field"] == "rule"] == ["ntk"]
+
+
+# -- nothing crashes -------------------------------------------------------------------------------------------------
+def test_divergence_restores_finite_parameters_and_run_works_again():
+    lab = Lab("poisson", **SMALL)
+    lab.run(lab.runs[0].chunk)
+    lab.set(lr_scale=1e5)  # the loss overflows within a few steps
+
+    async def scenario():
+        lab.play()
+        await until(lambda: not lab.running)
+
+    asyncio.run(scenario())
+    assert lab.status.startswith("diverged") and "diverged" in lab.controls.caption.value and lab.error is None
+    params = jax.tree.leaves(lab.trainer.state.params)
+    assert all(np.isfinite(np.asarray(p)).all() for p in params)
+    steps = lab.history.curve("steps")
+    assert steps[-1] == lab.step - 1 and np.all(np.diff(steps) == 1)  # rows up to the restored step
+    assert np.isfinite(lab.runs[0].keyframes[-1].rel_l2)
+    lab.set(lr_scale=1.0)
+    before = lab.step
+    outcome = lab.run(lab.runs[0].chunk)  # no Reset needed
+    assert outcome.reason == "done" and lab.step > before and lab.error is None
+    assert lab.runs[0].keyframes[-1].spectra is not None
+
+
+def test_the_spectra_of_a_non_finite_kernel_are_skipped_not_raised(monkeypatch):
+    live = LiveRun(LabState(**SMALL))
+    live.advance()
+    monkeypatch.setattr(live.trainer, "spectra", lambda: (_ for _ in ()).throw(np.linalg.LinAlgError("no")))
+    assert live.keyframe(spectra=True).spectra is None and live.spectra_at(len(live.keyframes) - 1) is not None
+
+
+def test_concurrent_aruns_share_one_loop_and_each_gets_its_outcome():
+    lab = Lab("poisson", budget=0, **SMALL)
+
+    async def scenario():
+        a = asyncio.ensure_future(lab.arun(1000))
+        b = asyncio.ensure_future(lab.arun(1000))
+        first, second = await a, await b
+        assert len(tasks.alive()) == 0
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    assert first.reason == second.reason == "done"
+    assert 1000 <= first.step < 2000 <= second.step == lab.step
+    with pytest.raises(ValueError, match="steps"):
+        asyncio.run(lab.arun(True))
+
+
+def test_reset_during_arun_ends_it_with_reset_and_leaves_no_loop():
+    lab = Lab("poisson", budget=0, **SMALL)
+
+    async def scenario():
+        pending = asyncio.ensure_future(lab.arun(10**7))
+        await until(lambda: lab.step > 500)
+        lab.reset(seed=4)
+        outcome = await pending
+        await until(lambda: not tasks.alive())
+        return outcome
+
+    outcome = asyncio.run(scenario())
+    assert outcome.reason == "reset" and lab.step == 0 and not lab.running and lab.state.seed == 4
+
+
+def test_pause_then_run_before_the_chunk_ends_keeps_running():
+    lab = Lab("poisson", budget=0, **SMALL)
+
+    async def scenario():
+        lab.play()
+        await until(lambda: lab.step > 0)
+        lab.controls.run.click()  # Pause
+        lab.controls.run.click()  # Run, before the loop has seen the pause
+        assert lab.running and lab.controls.run.description == "Pause"
+        at = lab.step
+        await until(lambda: lab.step > at + 500)
+        lab.pause()
+        await until(lambda: not tasks.alive())
+
+    asyncio.run(scenario())
+
+
+def test_any_number_of_labs_draw():
+    labs = [Lab("poisson", **SMALL), Lab("poisson", seed=1, **SMALL), Lab("heat", width=8, n_b=24, n_r=24, n_ntk=12)]
+    for lab in labs:
+        lab.run(lab.runs[0].chunk)
+        assert len(trace(lab, "loss:u").x) > 0 and len(trace(lab, "eig:K").y) > 0 and lab.frames_drawn >= 1
+
+
+def test_the_exported_report_records_each_rule_change_with_its_step(tmp_path):
+    pytest.importorskip("plotly")
+    lab = Lab("poisson", **SMALL)
+    lab.run(lab.runs[0].chunk)
+    lab.set(rule="ntk")
+    at = lab.step
+    lab.run(lab.runs[0].chunk)
+    out = lab.export(tmp_path / "run")
+    assert History.load(out).events == [{"step": at, "field": "rule", "value": "ntk"}]
+    assert f"step {at:,}: rule → ntk" in (out / "report.html").read_text()
+
+
+def test_the_presentation_layout_puts_the_key_controls_in_one_row():
+    lab = Lab("poisson", layout="presentation", **SMALL)
+    c = lab.controls
+    row = lab.widget.children[1]
+    assert {c.run, c.step, c.live["rule"], c.demo} <= set(row.children)
+    assert lab.figure.layout.width <= 1280 and lab.figure.layout.height <= 600 and lab.figure.layout.font.size >= 16
+    assert "pinnlab-presentation" in lab.widget._dom_classes
+    c.presenting.value = False  # the toggle switches back
+    assert lab.layout == "notebook" and lab.figure.layout.font.size < 16
+    assert "pinnlab-presentation" not in lab.widget._dom_classes
+    with pytest.raises(ValueError, match="layout"):
+        Lab("poisson", layout="slides")

@@ -19,6 +19,14 @@ from pinnlab.training import OPTIMIZERS
 
 RULE_OPTIONS = [("off (λ = 1)", "none"), ("NTK (Alg. 1)", "ntk"), ("NTK mean + EMA", "ntk_mean")]
 _STYLE = {"description_width": "initial"}
+# Fonts a room can read (16-18 px) for the presentation layout, scoped to its container's class.
+PRESENTATION_CLASS = "pinnlab-presentation"
+PRESENTATION_CSS = f"""<style>
+.{PRESENTATION_CLASS} .widget-button, .{PRESENTATION_CLASS} .widget-toggle-button,
+.{PRESENTATION_CLASS} .widget-toggle-buttons button {{ font-size: 17px; height: 38px; }}
+.{PRESENTATION_CLASS} .widget-html-content, .{PRESENTATION_CLASS} .widget-label {{ font-size: 17px; }}
+.{PRESENTATION_CLASS} .pinnlab-caption .widget-html-content {{ font-size: 18px; line-height: 1.3; }}
+</style>"""
 _PARAM_HELP = {"a": "u = sin(a π x)", "c": "wave speed c", "k": "diffusivity k"}
 
 
@@ -51,6 +59,8 @@ def live_widgets(suffixes: tuple[str, ...] = ("",)) -> dict[str, w.Widget]:
                                        layout=w.Layout(width="260px"))
     out["ntk_every"] = _int("NTK every", 0, 10**9, "refresh the logged traces (and the spectra) every n steps; "
                             "0 = only with the weights", "150px")
+    out["budget"] = _int("budget", 0, 10**9, "pause at this step (the paper's step count); weights never refresh "
+                         "past it; 0 = none", "170px")
     return out
 
 
@@ -92,6 +102,14 @@ class Controls:
                                      "(recompiles once)", layout=w.Layout(width="90px"))
         self.export = w.Button(description="Export", icon="download", tooltip="save the History and an HTML report",
                                layout=w.Layout(width="96px"))
+        self.demo = w.Button(description="Demo", icon="graduation-cap", tooltip="the paper's story in two clicks: "
+                             "unweighted to the step budget, then Algorithm 1", layout=w.Layout(width="100px"))
+        self.caption = w.HTML()
+        self.caption.add_class("pinnlab-caption")
+        self.style = w.HTML(PRESENTATION_CSS)
+        self.presenting = w.ToggleButton(description="presentation", icon="desktop", value=False,
+                                         tooltip="big fonts, one row of controls, everything in 1280 x 720",
+                                         layout=w.Layout(width="130px"))
         self.counter = w.HTML(layout=w.Layout(min_width="420px"))
         self.status = w.HTML()
         self.error = w.HTML()
@@ -159,7 +177,7 @@ class Controls:
 
     def live_box(self) -> w.Widget:
         rules = [self.live[f"rule{s}"] for s in self.suffixes]
-        rest = [self.live[name] for name in ("update_every", "lr_scale", "ntk_every")]
+        rest = [self.live[name] for name in ("update_every", "lr_scale", "ntk_every", "budget")]
         title = w.HTML("<b>live</b> <span style='color:#666'>(act at the next chunk)</span>")
         return w.VBox([title, *rules, w.HBox(rest, layout=w.Layout(flex_flow="row wrap"))])
 
@@ -172,5 +190,20 @@ class Controls:
         return w.VBox([title, *boxes])
 
     def footer(self) -> w.Widget:
-        return w.VBox([w.HBox([self.replay, self.replay_label, self.export, self.exported],
+        return w.VBox([w.HBox([self.replay, self.replay_label, self.export, self.presenting, self.exported],
                               layout=w.Layout(align_items="center", flex_flow="row wrap")), self.config])
+
+    def notebook(self, figure: w.Widget) -> list[w.Widget]:
+        """Every control on show: header, live and reset boxes, the figure, replay/export and the config."""
+        header = w.HBox([self.run, self.step, self.reset_button, self.demo, self.counter, self.status],
+                        layout=w.Layout(align_items="center", flex_flow="row wrap"))
+        return [header, self.caption, self.live_box(), self.reset_box(), figure, self.footer(), self.error]
+
+    def presentation(self, figure: w.Widget) -> list[w.Widget]:
+        """One row on top (Run/Pause, Step, the weighting, Demo, the counter), the caption, the figure; the
+        rest folded into "settings" below it."""
+        row = w.HBox([self.run, self.step, *[self.live[f"rule{s}"] for s in self.suffixes], self.demo, self.counter],
+                     layout=w.Layout(align_items="center", flex_flow="row wrap"))
+        settings = w.Accordion(children=[w.VBox([self.status, self.live_box(), self.reset_box(), self.footer()])],
+                               titles=("settings",), selected_index=None)
+        return [self.style, row, self.caption, figure, self.error, settings]

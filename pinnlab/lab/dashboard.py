@@ -1,12 +1,13 @@
-"""``pinnlab.Lab``: the live dashboard (controls, one figure, Run/Pause/Step/Reset, replay, export).
+"""``pinnlab.Lab``: the facade users call. It wires the controls (:mod:`~pinnlab.lab.controls`), the runs
+(:mod:`~pinnlab.lab.run`), the figure (:mod:`~pinnlab.lab.view`) and the training loop
+(:mod:`~pinnlab.lab.scheduler`).
 
-Training runs as one asyncio task on the kernel's event loop (never a thread): a chunk of ~30 ms,
-then ``await asyncio.sleep(0)``, so button clicks and slider moves are handled between chunks and
-live controls act at the next one. Frames are throttled (at most ~10 per second, and to ~5 % of the
-time, whichever is rarer) and always show the newest data; keyframes (spectra on the trainer's probe
-points, prediction, error) follow the NTK refresh period, at most ~5 per second and within a ~4 % time
-budget; the counter shows the NTK method and its cost per keyframe. The task goes
-through :mod:`pinnlab.lab.tasks`, so a kernel never trains two loops at once.
+Frames follow what the front end can draw: a new frame is sent only when the browser has drawn the
+previous one (plotly's widget acknowledges each edit, see :mod:`pinnlab.lab.widget`), at most ~10 per
+second and within ~5 % of the kernel's time, and always with the newest data, so a slow browser gets
+fewer frames, never a queue of stale ones, and clicks reach the kernel between chunks. Keyframes
+(spectra on the trainer's probe points, prediction, error) follow the NTK refresh period, at most ~5 per
+second and within a ~4 % time budget.
 """
 
 from __future__ import annotations
@@ -24,25 +25,28 @@ from pathlib import Path
 
 import ipywidgets as w
 import numpy as np
-import plotly.graph_objects as go
 
 from pinnlab.history import History
 from pinnlab.lab import cache, tasks
-from pinnlab.lab.controls import Controls
-from pinnlab.lab.figure import LabFigure
+from pinnlab.lab.controls import PRESENTATION_CLASS, Controls
 from pinnlab.lab.run import LiveRun
+from pinnlab.lab.scheduler import Outcome, Scheduler
 from pinnlab.lab.state import LIVE, PRESETS, LabState, preset, resolve
+from pinnlab.lab.view import DASHES, View
 
 log = logging.getLogger("pinnlab.lab")
 
 BACKENDS = ("widget", "static")
+LAYOUTS = ("notebook", "presentation")
 MIN_FRAME_SECONDS = 0.1  # at most ~10 frames per second
 MIN_STATIC_SECONDS = 1.5  # the static backend re-renders its whole figure: rarer
 FRAME_BUDGET = 0.05  # fraction of the time frames may take
-# Spectra, prediction and error at most 5 times a second (every other frame) and in at most 4 % of the time:
-# the budget is what limits a costly NTK (wave_paper); the floor, what limits a cheap one (the default lab).
+# A frame the front end has not acknowledged holds the next one back for at most this long (no front
+# end attached, or a lost message): a page that never answers gets one frame per this interval.
+ACK_TIMEOUT = 1.5
 MIN_KEYFRAME_SECONDS = 0.2
 KEYFRAME_BUDGET = 0.04
+DEMO_STEPS = 20_000  # the demo's first leg when the preset has no step budget
 NTK_HELP = {  # the counter's tooltip on how the spectra were computed (and their cost per keyframe)
     "structured": "K = J J^T from each layer's Taylor-stream factors, J never formed (pinnlab.ntk_structured)",
     "jacobian": "K = J J^T from per-point parameter gradients (pinnlab.ntk)",
@@ -58,29 +62,33 @@ class Lab:
         ``"wave_paper"``; see :data:`pinnlab.lab.state.PRESETS`), a config string
         (``"problem=wave&width=64&..."``, two joined by ``" || "`` for a comparison), or a
         :class:`~pinnlab.lab.state.LabState`.
-      backend: ``"widget"`` (a plotly ``FigureWidget``, up to ~10 frames/s) or ``"static"`` (a plain figure
-        re-rendered into an ``Output`` every ~1.5 s, for front ends where ``FigureWidget`` does not load;
-        the counters and controls stay live).
+      backend: ``"widget"`` (a plotly ``FigureWidget``) or ``"static"`` (a plain figure re-rendered into an
+        ``Output`` every ~1.5 s, for front ends where ``FigureWidget`` does not load).
+      layout: ``"notebook"`` (every control on show) or ``"presentation"`` (one row of big controls above
+        the figure, the rest folded away, inside 1280 x 720); the "presentation" toggle switches live.
       **overrides: any :class:`~pinnlab.lab.state.LabState` field, e.g. ``width=50, rule="ntk"``.
 
-    Display it as the last expression of a cell. ``play()``/``pause()`` train in the background,
-    ``run(steps)`` and ``await arun(steps)`` train to a step count, ``set(...)`` changes controls,
-    ``reset(...)`` rebuilds, ``export()`` saves the run.
+    Display it as the last expression of a cell. ``play()``/``pause()`` train in the background and
+    stop at the step budget; ``run(steps)`` and ``await arun(steps)`` train to a step count; ``demo()``
+    plays the paper's failure and fix; ``set(...)`` changes controls, ``reset(...)`` rebuilds,
+    ``export()`` saves the run.
     """
 
-    def __init__(self, config: str | LabState = "poisson", *, backend: str = "widget", **overrides):
+    def __init__(self, config: str | LabState = "poisson", *, backend: str = "widget", layout: str = "notebook",
+                 **overrides):
         if isinstance(config, str) and "||" in config:
             states = [LabState.from_string(part) for part in config.split("||")]
             if len(states) != 2:
                 raise ValueError("a compare config has exactly two states joined by ' || '")
             states = [s.replace(**overrides) for s in states]
-            self._setup(states, ["A", "B"], backend)
+            self._setup(states, ["A", "B"], backend, layout)
         else:
-            self._setup([resolve(config, **overrides)], [""], backend)
+            self._setup([resolve(config, **overrides)], [""], backend, layout)
 
     @classmethod
     def compare(cls, config: str | LabState = "poisson", a: dict | None = None, b: dict | None = None, *,
-                labels: tuple[str, str] = ("A", "B"), backend: str = "widget", **overrides) -> Lab:
+                labels: tuple[str, str] = ("A", "B"), backend: str = "widget", layout: str = "notebook",
+                **overrides) -> Lab:
         """Two runs of one problem side by side on shared axes, from the same seed and initial parameters.
 
         ``a`` and ``b`` override fields of ``config`` per run; by default A trains unweighted and B with
@@ -94,37 +102,42 @@ class Lab:
         if states[0].problem != states[1].problem:
             raise ValueError("compared runs must solve the same problem (shared axes)")
         lab = cls.__new__(cls)
-        lab._setup(states, list(labels), backend)
+        lab._setup(states, list(labels), backend, layout)
         return lab
 
     # -- construction ----------------------------------------------------------------------------------
-    def _setup(self, states: list[LabState], labels: list[str], backend: str) -> None:
+    def _setup(self, states: list[LabState], labels: list[str], backend: str, layout: str) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
         cache.enable_compilation_cache()
         tasks.stop_all("a new Lab was created")  # the old dashboard's loop would train unseen
-        self.backend, self.labels = backend, labels
+        self.backend, self.labels, self._layout_name = backend, labels, layout
         self._base = states[0]
         self._overrides = [_diff(s, states[0]) for s in states]
         self.error: BaseException | None = None
         self.frames_drawn, self.timings = 0, {}
-        self._task: asyncio.Task | None = None
-        self._task_error: BaseException | None = None
-        self._pause_requested, self._stop_reason, self._revision = False, None, 0
-        self._rate: deque[tuple[float, int]] = deque(maxlen=64)
+        self.events: list[dict] = []  # every live control change: wall time, step, field, value, runs
+        self.scheduler = Scheduler(self)
+        self._revision, self._rate = 0, deque(maxlen=64)
         self._frame_cost, self._keyframe_cost, self._last_frame, self._last_keyframe = 0.0, None, -1e9, 0.0
         self._replay: int | None = None
         self._static_cost, self._last_static = 0.0, -1e9
-        self._drawn_key = None
+        self._drawn_key, self._demo, self._demo_plain_error = None, None, float("nan")
+        self.status = ""
         self.controls = Controls(len(states))
         self.runs = self._build_runs(states)
+        self._apply_budget()
         self.figure = self._new_figure()
         self._output = w.Output() if backend == "static" else None
-        self.widget = self._layout()
+        self.widget = w.VBox(layout=w.Layout(width="100%"))
+        self.widget.add_class("pinnlab-lab")
+        self._arrange()
         self._wire()
         self.controls.write(self.states)
         self._show_config()
-        self._status("ready: press Run")
+        self._status("ready: press Run (or Demo)")
         self._draw(full=True)
 
     def _build_runs(self, states: list[LabState]) -> list[LiveRun]:
@@ -148,15 +161,25 @@ class Lab:
             title += "<br>" + " · ".join(parts)
         return title
 
+    def _views(self, index: int | None = None) -> list:
+        return [run.view(index, run.label, DASHES[r]) for r, run in enumerate(self.runs)]
+
     def _new_figure(self):
-        self._model = LabFigure(self.runs, self._title(), self._revision)
-        fig = self._model.build()
-        return go.FigureWidget(fig) if self.backend == "widget" else fig
+        self._model = View(self._views(), self._title(), self._layout_name, self._revision)
+        fig = self._model.figure
+        if self.backend == "static":
+            return fig
+        try:  # TEMPORARY until pinnlab/lab/widget.py lands
+            from pinnlab.lab.widget import figure_widget  # a FigureWidget that acknowledges what it drew
+        except ImportError:
+            import plotly.graph_objects as go
+            figure_widget = go.FigureWidget
+        return figure_widget(fig)
 
     def _rebuild_figure(self) -> None:
         """Same FigureWidget (one per dashboard: its JS ships once), new traces and layout."""
-        self._model = LabFigure(self.runs, self._title(), self._revision)
-        fresh = self._model.build()
+        self._model = View(self._views(), self._title(), self._layout_name, self._revision)
+        fresh = self._model.figure
         if self.backend == "static":
             self.figure = fresh
             return
@@ -165,11 +188,28 @@ class Lab:
             self.figure.layout = fresh.layout
             self.figure.add_traces(list(fresh.data))
 
-    def _layout(self) -> w.Widget:
-        c = self.controls
+    def _arrange(self) -> None:
+        """Put the widgets in the current layout (notebook or presentation)."""
         view = self.figure if self.backend == "widget" else self._output
-        return w.VBox([c.header(), c.live_box(), c.reset_box(), view, c.footer(), c.error],
-                      layout=w.Layout(width="100%"))
+        c = self.controls
+        presenting = self._layout_name == "presentation"
+        self.widget.children = c.presentation(view) if presenting else c.notebook(view)
+        (self.widget.add_class if presenting else self.widget.remove_class)(PRESENTATION_CLASS)
+        with c.quiet():
+            c.presenting.value = presenting
+
+    @property
+    def layout(self) -> str:
+        """``"notebook"`` or ``"presentation"``; setting it rearranges the dashboard and resizes the figure."""
+        return self._layout_name
+
+    @layout.setter
+    def layout(self, name: str) -> None:
+        if name not in LAYOUTS:
+            raise ValueError(f"unknown layout {name!r}; choose one of {', '.join(LAYOUTS)}")
+        self._layout_name = self._model.layout = name
+        self.figure.update_layout(self._model.size_layout(name))
+        self._arrange()
 
     def _wire(self) -> None:
         c = self.controls
@@ -177,6 +217,8 @@ class Lab:
         c.step.on_click(lambda _: self._guard(self.step_once))
         c.reset_button.on_click(lambda _: self._guard(self.reset))
         c.export.on_click(lambda _: self._guard(self.export))
+        c.demo.on_click(lambda _: self._guard(self.demo))
+        c.observe(c.presenting, lambda value: self._guard(setattr, self, "layout", LAYOUTS[int(bool(value))]))
         for name, widget in c.live.items():
             c.observe(widget, lambda value, name=name: self._guard(self._live_changed, name, value))
         for name, widget in c.reset.items():
@@ -221,10 +263,14 @@ class Lab:
         return min(run.step for run in self.runs)
 
     @property
+    def budget(self) -> int | None:
+        """The step the lab pauses at (None: no budget); the paper's step count in its presets."""
+        return self.scheduler.budget
+
+    @property
     def running(self) -> bool:
-        """Whether this lab's training task is alive (and not being cancelled)."""
-        t = self._task
-        return t is not None and not t.done() and not t.cancelling()
+        """Whether this lab will train another chunk (its task is alive and no pause is pending)."""
+        return self.scheduler.alive
 
     @property
     def steps_per_second(self) -> float:
@@ -235,61 +281,110 @@ class Lab:
 
     # -- actions ---------------------------------------------------------------------------------------------
     def play(self) -> None:
-        """Train in the background until paused (needs a running event loop: a Jupyter kernel)."""
-        if self.running:
-            return
-        self._begin()
-        self._task = tasks.start(lambda: self._loop(None))
+        """Train in the background until paused or the step budget (needs a running event loop: a kernel)."""
+        self.scheduler.play()
         self.controls.show_running(True)
 
     def pause(self) -> None:
         """Stop after the chunk in flight."""
-        self._pause_requested = True
+        self.scheduler.pause()
+        self.controls.show_running(False)
 
     def toggle(self) -> None:
-        """The Run/Pause button."""
+        """The Run/Pause button: acts on what was last asked for, so Pause then Run is Run."""
         self.pause() if self.running else self.play()
 
     def step_once(self) -> None:
         """Train one chunk (pausing a running loop) and draw."""
-        self._pause_requested = True
-        self._stop_reason = None
-        self._round()
+        self.pause()
+        self._begin()
+        message = self.train_round(None)
         self._settle()
-        self._status(self._stop_reason or f"stepped to {self.step:,}")
+        self._status(message or f"stepped to {self.step:,}")
 
-    def run(self, steps: int) -> None:
+    def run(self, steps: int) -> Outcome:
         """Train at least ``steps`` more steps (whole chunks) in the foreground, drawing as it goes.
 
         For scripts, tests and notebooks under test: it blocks the caller, so widgets do not respond
-        meanwhile. Errors are shown in the dashboard and raised.
+        meanwhile, and it does not stop at the step budget. Errors are shown in the dashboard and raised.
         """
-        if self._task is not None:
-            self._task.cancel("lab.run() took over")
+        self.scheduler.stop("lab.run() took over")
         tasks.stop_all("lab.run() took over")
         self._begin()
-        target = self.step + int(steps)
+        target = self.step + _count(steps)
         self._status("running (blocking)")
+        outcome = Outcome("done", target)
         try:
-            while self.step < target and self._stop_reason is None:
-                self._round()
-                if time.perf_counter() - self._last_frame >= self._frame_interval():
+            while self.step < target:
+                message = self.train_round(None)
+                if message:
+                    outcome = Outcome("diverged", self.step, message)
+                    break
+                if self.frame_due():
                     self._draw()
         except Exception as e:
             self._fail(e)
             raise
         finally:
             self._settle()
-        self._status(self._stop_reason or f"done: step {self.step:,}")
+        outcome = dataclasses.replace(outcome, step=self.step)
+        self._status(outcome.message or f"done: step {self.step:,}")
+        return outcome
 
-    async def arun(self, steps: int) -> None:
-        """Train at least ``steps`` more steps as the background task and wait for it (errors are raised)."""
-        self._begin()
-        target = self.step + int(steps)
-        self._task = tasks.start(lambda: self._loop(target))
-        await asyncio.wait([self._task])
-        if self._task_error is not None:
-            raise self._task_error
+    async def arun(self, steps: int) -> Outcome:
+        """Train at least ``steps`` more steps in the background task and wait for them.
+
+        Calls made while one is in flight share the one training loop, each waiting for its own target
+        (two ``arun(1000)`` from step 0 end at steps >= 1000 and >= 2000). Returns an
+        :class:`~pinnlab.lab.scheduler.Outcome`: ``"done"``, or why training stopped first (``"paused"``,
+        ``"budget"``, ``"diverged"``, ``"reset"``, ``"stopped"``). Errors are raised.
+        """
+        pending = [target for target, _ in self.scheduler._waiters]
+        target = max([self.step, *pending]) + _count(steps)
+        return await self.scheduler.run_to(target)
+
+    def demo(self) -> None:
+        """The paper's story in two clicks (the Demo button).
+
+        First click: from step 0 (rebuilding if needed), train unweighted to the step budget and pause with
+        a caption of what to look at. Second click: switch Algorithm 1 on and train as long again, then
+        compare the errors. A click while a leg runs moves on to the next leg at once.
+        """
+        budget = self._base.budget or DEMO_STEPS
+        if self._demo in (None, "done"):
+            if self.step > 0 or any(run.state.rule != "none" for run in self.runs):
+                self._reset_to(self._base.replace(rule="none"), keep_running=False)
+            self._apply_live({"rule": "none", "budget": budget}, runs=range(len(self.runs)))
+            self._demo = "plain"
+            self._caption(f"<b>1/2</b> The plain PINN for {budget:,} steps (the paper's budget). Watch the "
+                          f"<b>trace share</b>: the boundary block holds ~1 % of Tr K, so L_u barely moves.")
+            self.play()
+        elif self._demo == "plain":
+            self._demo = "weighted"
+            self._demo_plain_error = self.runs[0].keyframes[-1].rel_l2
+            self._apply_live({"rule": "ntk", "budget": max(self.step, budget) + budget}, runs=range(len(self.runs)))
+            self._caption("<b>2/2</b> Algorithm 1 on: λ_i = Σ_j Tr K_jj / Tr K_ii. The weighted shares snap to "
+                          "equal, λ_u jumps, and the error's straight line α + βx (the missed boundary values) "
+                          "flattens.")
+            self.play()
+        else:
+            self._demo = "done"
+            self.pause()
+
+    def _demo_paused(self, outcome: Outcome) -> None:
+        """The demo's captions at the end of each leg (the predict-then-reveal pause)."""
+        if outcome.reason != "budget" or self._demo not in ("plain", "weighted"):
+            return
+        err = self.runs[0].keyframes[-1].rel_l2
+        if self._demo == "plain":
+            self._caption(f"<b>Paused at the paper's budget</b>: rel. L2 error {err:.2e}. The residual's kernel "
+                          f"dwarfs the boundary's. <i>Predict:</i> what happens if every term gets the same share of "
+                          f"Tr K? Press <b>Demo</b> to switch Algorithm 1 on.")
+        else:
+            self._demo = "done"
+            self._caption(f"<b>Done</b>: rel. L2 error {self._demo_plain_error:.2e} unweighted → <b>{err:.2e}</b> "
+                          f"with Algorithm 1 (the weights balance the block traces; each block keeps its own "
+                          f"spectral decay).")
 
     def set(self, **fields) -> None:
         """Change controls. Live fields act at the next chunk; reset fields wait for :meth:`reset`.
@@ -314,7 +409,8 @@ class Lab:
     def reset(self, **changes) -> None:
         """Rebuild every run from the reset controls (and ``changes``): new trainer, one compile.
 
-        A running lab keeps running on the new runs. If the build fails, the old runs stay.
+        A playing lab (Run) keeps playing on the new runs; callers of :meth:`arun` get ``"reset"``. If the
+        build fails, the old runs stay.
         """
         base = self.controls.read_reset(self._base).replace(**changes)
         self._reset_to(base)
@@ -340,59 +436,48 @@ class Lab:
         self.controls.exported.value = f"saved to <code>{html.escape(str(directory))}</code>{report}"
         return directory
 
-    # -- the training loop -------------------------------------------------------------------------------------
+    # -- the training loop (the scheduler's host) -----------------------------------------------------------
     def _begin(self) -> None:
-        self._pause_requested, self._stop_reason, self._task_error = False, None, None
         self._rate.clear()
         self._last_frame = -1e9  # draw right after the first chunk
         self.timings = {"play": time.perf_counter(), "play_step": self.step}
 
-    async def _loop(self, until: int | None) -> None:
+    def started(self) -> None:
+        """The scheduler's loop starts (or resumes)."""
+        self._begin()
         self.controls.show_running(True)
         compiled = all(run.compiled for run in self.runs)
         self._status("running" if compiled else "compiling the training step (once per configuration)…")
-        reason: str | None = "paused"
-        try:
-            await asyncio.sleep(0)
-            while not self._pause_requested:
-                if until is not None and self.step >= until:
-                    reason = f"done: step {self.step:,}"
-                    break
-                self._round()
-                if self._stop_reason is not None:
-                    reason = self._stop_reason
-                    break
-                if time.perf_counter() - self._last_frame >= self._frame_interval():
-                    self._draw()
-                    if not compiled:
-                        compiled = True
-                        if self.error is None:  # keep an error from a control callback on show
-                            self._status("running")
-                await asyncio.sleep(0)
-        except asyncio.CancelledError as e:
-            reason = f"stopped ({e.args[0]})" if e.args else "stopped"
-            raise
-        except Exception as e:  # shown in the dashboard, kept for arun(), never lost in the task
-            reason = None
-            self._task_error = e
-            self._fail(e)
-        finally:
-            self.controls.show_running(False)
-            if reason:
-                self._status(reason)
+
+    def stopped(self, outcome: Outcome) -> None:
+        """The scheduler's loop ended: show why, draw the last keyframe, show an error."""
+        replaced = self.scheduler.task is not asyncio.current_task()  # a Reset already started the next loop
+        self.controls.show_running(replaced and self.scheduler.alive)
+        if outcome is not None and outcome.reason == "error" and self.scheduler.error is not None:
+            self._fail(self.scheduler.error)
+        elif outcome is not None and outcome.reason not in ("reset", "stopped"):
+            texts = {"budget": f"paused at the step budget ({outcome.step:,}); Run trains on with the weights frozen",
+                     "done": f"done: step {outcome.step:,}", "paused": f"paused at step {outcome.step:,}"}
+            self._status(outcome.message or texts.get(outcome.reason, outcome.reason))
+            self._demo_paused(outcome)
+        elif outcome is not None and outcome.reason == "stopped":
+            self._status(f"stopped ({outcome.message})")
+        if outcome is None or outcome.reason != "reset":
             with contextlib.suppress(Exception):
                 self._settle()
 
-    def _round(self) -> None:
-        """One chunk of every run, then a keyframe if due, then maybe a better chunk length."""
+    def train_round(self, limit: int | None) -> str | None:
+        """One chunk of every run (at most ``limit`` steps), then a keyframe if due, then maybe a better
+        chunk length. Returns the divergence message if a run's loss became non-finite."""
+        message = None
         for run in self.runs:
-            snap = run.advance()
+            snap = run.advance(limit)
             if snap.diverged is not None:
-                self._stop_reason = (f"diverged: {run.label + ' ' if run.label else ''}loss became non-finite at step "
-                                     f"{snap.diverged:,}; lower lr × and press Run, or Reset")
+                message = (f"diverged: {run.label + ' ' if run.label else ''}loss became non-finite at step "
+                           f"{snap.diverged:,}; back at step {run.step:,}. Lower lr × and press Run, or Reset")
         now = time.perf_counter()
         self._rate.append((now, self.step))
-        if self._keyframe_due(now):
+        if self._keyframe_due(now) or message:
             for run in self.runs:
                 run.keyframe(spectra=True)
             cost = time.perf_counter() - now
@@ -403,9 +488,10 @@ class Lab:
             for run in self.runs:
                 run.set_chunk(better)
             cache.remember_chunk(self.runs[0].memo_key, better)
+        return message
 
     def _settle(self) -> None:
-        """When training stops: a keyframe at the last step (spectra, prediction, error) and a frame."""
+        """When training stops: a keyframe at the last step (spectra, prediction, error) and a full frame."""
         if any(run.keyframes[-1].step != run.step for run in self.runs):
             for run in self.runs:
                 run.keyframe(spectra=True)
@@ -418,26 +504,31 @@ class Lab:
         interval = max(MIN_KEYFRAME_SECONDS, (self._keyframe_cost or 0.0) / KEYFRAME_BUDGET)
         return run.step - run.keyframes[-1].step >= period and now - self._last_keyframe >= interval
 
-    def _frame_interval(self) -> float:
-        return max(MIN_FRAME_SECONDS, self._frame_cost / FRAME_BUDGET)
+    def frame_due(self) -> bool:
+        """Whether to draw now: the front end has drawn the last frame (or timed out), and the rate and
+        time budgets allow it."""
+        since = time.perf_counter() - self._last_frame
+        if since < max(MIN_FRAME_SECONDS, self._frame_cost / FRAME_BUDGET):
+            return False
+        in_flight = getattr(self.figure, "edits_in_flight", None)
+        return in_flight is None or in_flight() == 0 or since >= ACK_TIMEOUT
 
     # -- drawing ------------------------------------------------------------------------------------------------
+    def draw(self) -> None:
+        """The scheduler's frame: the newest data."""
+        self._draw()
+
     def _draw(self, full: bool = False) -> None:
-        """One frame: curves always, keyframe panels when they changed, counters and replay slider."""
+        """One frame: per-step panels always, keyframe panels when they changed, counters and replay slider."""
         t0 = time.perf_counter()
-        updates = self._model.curve_updates()
         key = (self._replay, self._revision, tuple((len(r.keyframes), r.keyframes[-1].step) for r in self.runs))
-        if full or key != self._drawn_key:
-            updates += self._model.keyframe_updates(self._replay)
-            replay_step = None if self._replay is None else self.runs[0].keyframes[self._replay].step
-            shapes = self._model.marker_shapes(replay_step)
-        else:
-            shapes = None
+        keyframe = full or key != self._drawn_key
+        updates = self._model.updates(self._views(self._replay), keyframe)
         with self.figure.batch_update():
             for index, props in updates:
                 self.figure.data[index].update(props)
-            if shapes is not None:
-                self.figure.layout.shapes = shapes
+            if keyframe:
+                self.figure.layout.shapes = self._model.shapes(self._budgets(), self._replay_step())
         self._drawn_key = key
         self._update_counters()
         if self.backend == "static" and (full or t0 - self._last_static >= self._static_interval()):
@@ -448,6 +539,14 @@ class Lab:
         self.frames_drawn += 1
         if "first_frame" not in self.timings and "play" in self.timings and self.step > self.timings["play_step"]:
             self.timings["first_frame"] = now
+
+    def _budgets(self) -> list[int]:
+        """The step budgets drawn as lines: the preset's and, in the demo's second leg, its end."""
+        marks = {b for b in (self._base.budget, self.scheduler.budget) if b}
+        return sorted(marks)
+
+    def _replay_step(self) -> int | None:
+        return None if self._replay is None else self.runs[0].keyframes[self._replay].step
 
     def _render_static(self) -> None:
         """Replace the Output's content by the figure as a display bundle.
@@ -470,10 +569,11 @@ class Lab:
         ms = np.median(run.chunk_seconds) * 1e3 if run.chunk_seconds else float("nan")
         ntk_ms = "" if run.spectra_seconds is None else f" {run.spectra_seconds * 1e3:.0f} ms"
         tip = html.escape(NTK_HELP.get(run.ntk_method, ""))  # escapes the quote of "layer's" too
-        c.counter.value = (f"<span style='font-size:1.3em;font-weight:600'>step {self.step:,}</span>"
-                           f" &nbsp;·&nbsp; {self.steps_per_second:,.0f} steps/s &nbsp;·&nbsp; chunk {run.chunk}"
-                           f" ({ms:.0f} ms) &nbsp;·&nbsp; <span title='{tip}'>NTK "
-                           f"{run.ntk_method}{ntk_ms}</span> &nbsp;·&nbsp; rel. L2 {errors}")
+        budget = f" / {self.scheduler.budget:,}" if self.scheduler.budget else ""
+        c.counter.value = (f"<span style='font-size:1.3em;font-weight:600'>step {self.step:,}{budget}</span>"
+                           f" &nbsp;·&nbsp; {self.steps_per_second:,.0f} steps/s &nbsp;·&nbsp; rel. L2 {errors}"
+                           f" &nbsp;·&nbsp; <span title='chunk of {run.chunk} steps, {ms:.0f} ms; {tip}'>NTK "
+                           f"{run.ntk_method}{ntk_ms}</span>")
         frames = len(run.keyframes)
         with c.quiet():
             c.replay.max = frames - 1
@@ -490,6 +590,11 @@ class Lab:
         color = {"r": "#2e7d32", "c": "#ef6c00", "d": "#c62828" if text.startswith("diverged") else "#555"}
         self.status = text
         self.controls.status.value = (f"<span style='color:{color.get(text[:1], '#555')}'>{html.escape(text)}</span>")
+        if text.startswith("diverged"):  # the caption line is on screen in every layout
+            self._caption(f"<span style='color:#c62828'>{html.escape(text)}</span>")
+
+    def _caption(self, text: str) -> None:
+        self.controls.caption.value = text
 
     def _fail(self, error: BaseException) -> None:
         self.error = error
@@ -509,19 +614,32 @@ class Lab:
             self._fail(e)
 
     # -- control callbacks --------------------------------------------------------------------------------------
+    def _apply_budget(self) -> None:
+        """The scheduler's budget and every trainer's weight-refresh limit from the base state's ``budget``."""
+        budget = self._base.budget or None
+        self.scheduler.budget = budget
+        for run in self.runs:
+            run.trainer.refresh_until = budget
+
     def _apply_live(self, fields: dict, runs) -> None:
         for i in runs:
             state = self.runs[i].state.replace(**fields)
-            self.runs[i].set_live(state)
+            self.runs[i].set_live(state, state.budget or None)
             self._overrides[i] = _diff(state, self._base) if i else {}
         if 0 in runs:
             self._base = self._base.replace(**fields)
             for i in range(1, len(self.runs)):
                 self._overrides[i] = _diff(self.runs[i].state, self._base)
+        self.scheduler.budget = self._base.budget or None
+        for name, value in fields.items():
+            self.events.append({"time": time.time(), "step": self.step, "field": name, "value": value,
+                                "runs": [self.runs[i].label for i in runs]})
         self.controls.write(self._pending_states())
         self._show_config()
         if len(self.runs) > 1:  # the title names what differs between the runs
             self.figure.layout.title.text = self._title()
+        if not self.running:  # paused: show the effect (weights, shares, budget line) at once
+            self._draw(full=True)
 
     def _live_changed(self, name: str, value) -> None:
         if name.startswith("rule") and len(self.runs) > 1:
@@ -573,17 +691,21 @@ class Lab:
     def _replay_moved(self, index: int) -> None:
         last = len(self.runs[0].keyframes) - 1
         self._replay = None if index >= last else int(index)
-        self._draw()
+        self._draw(full=True)
 
-    def _reset_to(self, base: LabState) -> None:
-        was_running = self.running
+    def _reset_to(self, base: LabState, keep_running: bool | None = None) -> None:
+        """Rebuild the runs from ``base``; a playing lab keeps playing unless ``keep_running`` is False."""
+        playing = self.scheduler.alive and self.scheduler._play if keep_running is None else keep_running
         states = [base.replace(**o) for o in self._overrides]
-        if self._task is not None:
-            self._task.cancel("reset")
         self._status("rebuilding (compiles once)…")
         runs = self._build_runs(states)  # may raise: the old runs then stay as they were
+        self.scheduler.stop("reset")
         self.runs, self._base, self._revision = runs, base, self._revision + 1
-        self._replay, self._drawn_key, self._keyframe_cost = None, None, None
+        self._apply_budget()
+        self._replay, self._drawn_key, self._keyframe_cost, self._demo = None, None, None, None
+        with self.controls.quiet():
+            self.controls.replay.max, self.controls.replay.value = 0, 0
+        self._caption("")
         self._rebuild_figure()
         self.controls.write(self.states)
         self.controls.mark_pending(False)
@@ -592,7 +714,7 @@ class Lab:
         self._draw(full=True)
         self._show_config()
         self._status("reset: press Run")
-        if was_running:
+        if playing:
             self.play()
 
     def _show_config(self) -> None:
@@ -600,7 +722,7 @@ class Lab:
             self.controls.config.value = self.config
 
 
-def static_bundle(fig: go.Figure) -> dict:
+def static_bundle(fig) -> dict:
     """A display bundle of ``fig``: plotly's JSON mimetype (JupyterLab, VS Code) and HTML that loads
     plotly.js from its CDN (Colab and other front ends without the plotly renderer)."""
     import plotly.io as pio
@@ -608,6 +730,13 @@ def static_bundle(fig: go.Figure) -> dict:
     return {"application/vnd.plotly.v1+json": json.loads(pio.to_json(fig, validate=False)),
             "text/html": pio.to_html(fig, include_plotlyjs="cdn", full_html=False, validate=False),
             "text/plain": f"<pinnlab.Lab figure: {len(fig.data)} traces>"}
+
+
+def _count(steps) -> int:
+    """A step count from the user: a non-negative integer (``True``, ``2.5`` and ``-1`` are refused)."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+    return int(steps)
 
 
 def _diff(state: LabState, base: LabState) -> dict:

@@ -20,14 +20,15 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
-from pinnlab import ntk, weighting
+from pinnlab import ntk
 from pinnlab.history import Snapshot
 from pinnlab.lab import cache
 from pinnlab.lab.state import LabState, build
 from pinnlab.lab.threads import one_blas_thread
+from pinnlab.panels import RunView
 from pinnlab.training import Trainer
 
-MAX_ROWS = 2000  # curve rows kept for drawing
+MAX_ROWS = 800  # curve rows kept for drawing (a panel is ~350 px wide: more points cost the browser, not detail)
 MAX_KEYFRAMES = 240  # replay positions kept (thinned by halves, the first always kept)
 MAX_RECORDS = 2000  # spectra and evaluations the trainer's History may hold before they are thinned by half
 HISTORY_ROWS = 1_000_000  # per-step rows the trainer's History may hold before it is thinned by half
@@ -41,6 +42,7 @@ class Keyframe:
     step: int
     prediction: np.ndarray
     rel_l2: float
+    weights: np.ndarray
     spectra: dict[str, np.ndarray] | None = None
 
 
@@ -69,6 +71,13 @@ class Curves:
             self.stride *= 2
             keep = self.steps % self.stride == 0
             self.steps, self.values = self.steps[keep], self.values[keep]
+
+    def truncate(self, step: int) -> None:
+        """Forget the rows from ``step`` on (the trainer rewound there after a divergence)."""
+        keep = self.steps < step
+        self.steps, self.values = self.steps[keep], self.values[keep]
+        if self.last is not None and self.last[0] >= step:
+            self.last = (int(self.steps[-1]), self.values[-1]) if len(self.steps) else None
 
     def view(self) -> tuple[np.ndarray, np.ndarray]:
         """``steps (n,)`` and ``values (n, 3, m)``, the newest step included."""
@@ -103,6 +112,7 @@ class LiveRun:
         self.compiled = False  # the first chunk compiles (or loads from the persistent cache)
         self.thinned = 1  # factor by which the History's per-step rows were thinned
         self.diverged_at: int | None = None
+        self._checkpoint = None  # the trainer's state before the last live-control change
         self._history_rows = 0
         self.records_thinned = {"spectra": 1, "evaluations": 1}  # factors the History's records were thinned by
         t = self.trainer
@@ -114,8 +124,6 @@ class LiveRun:
         self._predict = jax.jit(lambda p: t.apply(p, grid))
         self._drift = jax.jit(lambda p: jnp.linalg.norm(jax.flatten_util.ravel_pytree(p)[0] - flat0)
                               / jnp.linalg.norm(flat0))
-        self._traces = jax.jit(lambda p: ntk.traces(t.apply, p, problem.terms, t.probe))
-        self._counts = jnp.asarray([term.n_ntk for term in problem.terms], jnp.float32)
         self._step = t.step
         self.keyframe(spectra=True)  # step 0: the faint reference spectra and the untrained prediction
 
@@ -129,19 +137,33 @@ class LiveRun:
     def chunk(self) -> int:
         return self.trainer.config.chunk
 
-    def advance(self) -> Snapshot:
-        """One chunk; the curves and timing are updated, the History kept within :data:`HISTORY_ROWS`."""
+    def advance(self, limit: int | None = None) -> Snapshot:
+        """One chunk (at most ``limit`` steps); the curves and timing are updated, the History kept within
+        :data:`HISTORY_ROWS`."""
         t0 = time.perf_counter()
-        snap = self.trainer.advance(self.chunk)
+        snap = self.trainer.advance(self.chunk if limit is None else max(1, min(self.chunk, int(limit))))
         if self.compiled:
             self.chunk_seconds.append(time.perf_counter() - t0)
         self.compiled = True
         self._step = self.trainer.step
-        self.curves.extend(snap)
-        self._bound_history(len(snap.steps))
         if snap.diverged is not None:
             self.diverged_at = snap.diverged
+            self.curves.extend(snap)
+            self._restore_checkpoint()
+            return snap
+        self.curves.extend(snap)
+        self._bound_history(len(snap.steps))
         return snap
+
+    def _restore_checkpoint(self) -> None:
+        """After a divergence, go back to the state before the last live-control change when there was
+        one (the trainer alone rewinds to the last finite step, whose parameters may be huge already)."""
+        t = self.trainer
+        if self._checkpoint is not None and int(self._checkpoint.step) < self.diverged_at:
+            t.restore(self._checkpoint)
+        self._step = t.step
+        self.curves.truncate(self._step)
+        self.keyframes = [k for k in self.keyframes if k.step <= self._step] or self.keyframes[:1]
 
     def set_chunk(self, chunk: int) -> None:
         """Use ``chunk`` steps per call from now on (one compile of the new length)."""
@@ -180,44 +202,32 @@ class LiveRun:
         self.thinned *= 2
 
     # -- live controls ---------------------------------------------------------------------------
-    def set_live(self, state: LabState) -> None:
+    def set_live(self, state: LabState, budget: int | None = None) -> None:
         """Apply the live fields of ``state`` to the trainer (read at its next chunk, never recompiles).
 
-        Switching the rule acts at once rather than at the next multiple of the refresh period: ``none``
-        sets every weight to 1 (the unweighted loss; the engine's ``none`` would keep the last
-        weights), and a weighting rule computes its weights now, from the traces on the NTK points.
+        The rule acts at once (:meth:`~pinnlab.training.Trainer.set_rule`); weights never refresh at or
+        past ``budget``.
         """
         t = self.trainer
-        if state.rule != t.rule:
-            if state.rule == "none":
-                t.state = t.state._replace(weights=jnp.ones_like(t.state.weights))
-            else:
-                traces = self._traces(t.state.params)
-                weights = weighting.update(weighting.rule_index(state.rule), traces, self._counts, t.state.weights,
-                                           t.momentum)
-                t.state = t.state._replace(weights=weights.astype(t.state.weights.dtype),
-                                           traces=traces.astype(t.state.traces.dtype))
-        t.rule, t.update_every, t.ntk_every = state.rule, state.update_every, state.ntk_every
-        t.lr_scale = state.lr_scale
+        self._checkpoint = t.state  # jax arrays are immutable: keeping the state costs no copy
+        t.set_rule(state.rule)
+        t.update_every, t.ntk_every, t.lr_scale, t.refresh_until = (state.update_every, state.ntk_every,
+                                                                    state.lr_scale, budget)
         self.state = state
 
     # -- keyframes ---------------------------------------------------------------------------------
     def keyframe(self, spectra: bool) -> Keyframe:
-        """Prediction and relative L2 error now (recorded in the History), and the NTK spectra if asked."""
+        """Prediction and relative L2 error now (recorded in the History), and the NTK spectra if asked.
+
+        Spectra are skipped (None) while the parameters are not finite; the panels then keep the last ones.
+        """
         t = self.trainer
         pred = np.asarray(self._predict(t.state.params), np.float32)
-        err = float(np.linalg.norm(pred - self.exact) / np.linalg.norm(self.exact))
+        err = float(np.linalg.norm(pred.astype(np.float64) - self.exact) / np.linalg.norm(self.exact))
         t.history.add_eval(self._step, err, float(self._drift(t.state.params)))
-        eig = None
-        if spectra:
-            t0 = time.perf_counter()
-            with one_blas_thread():  # see pinnlab.lab.threads: many BLAS threads thrash on shared CPUs
-                eig = {name: np.asarray(v, np.float32) for name, v in t.spectra().items()}
-            cost = time.perf_counter() - t0
-            if self.keyframes:  # the first one compiles the kernel: not its cost per frame
-                self.spectra_seconds = cost if self.spectra_seconds is None else 0.7 * self.spectra_seconds + 0.3 * cost
+        eig = self._spectra() if spectra and np.isfinite(err) else None
         self._bound_records()
-        frame = Keyframe(self._step, pred, err, eig)
+        frame = Keyframe(self._step, pred, err, np.asarray(t.state.weights, np.float64), eig)
         if self.keyframes and self.keyframes[-1].step == frame.step:
             self.keyframes[-1] = frame
         else:
@@ -225,6 +235,21 @@ class LiveRun:
         if len(self.keyframes) > MAX_KEYFRAMES:  # halve, keeping the step-0 reference and the newest
             self.keyframes = self.keyframes[:1] + self.keyframes[2:-1:2] + self.keyframes[-1:]
         return frame
+
+    def _spectra(self) -> dict[str, np.ndarray] | None:
+        """Eigenvalues of K and its blocks, timed; None if the kernel is not finite (no LAPACK call then)."""
+        t0 = time.perf_counter()
+        try:
+            with one_blas_thread():  # see pinnlab.lab.threads: many BLAS threads thrash on shared CPUs
+                eig = {name: np.asarray(v, np.float32) for name, v in self.trainer.spectra().items()}
+        except (np.linalg.LinAlgError, FloatingPointError):
+            return None
+        if not all(np.isfinite(v).all() for v in eig.values()):
+            return None
+        cost = time.perf_counter() - t0
+        if self.keyframes:  # the first one compiles the kernel: not its cost per frame
+            self.spectra_seconds = cost if self.spectra_seconds is None else 0.7 * self.spectra_seconds + 0.3 * cost
+        return eig
 
     def _bound_records(self) -> None:
         """Halve the History's spectra and evaluations (first and newest kept) past :data:`MAX_RECORDS` each."""
@@ -245,6 +270,35 @@ class LiveRun:
             if frame.spectra is not None:
                 return frame
         return None
+
+    def view(self, index: int | None = None, label: str = "", dash: str = "solid") -> RunView:
+        """What the panels draw: the curves up to now and keyframe ``index`` (None: the newest)."""
+        steps, values = self._curves_now()
+        i = len(self.keyframes) - 1 if index is None else min(index, len(self.keyframes) - 1)
+        frame, with_spectra = self.keyframes[i], self.spectra_at(i)
+        p = self.problem
+        return RunView(terms=tuple(self.terms), coords=tuple(p.coords), grid=np.asarray(p.grid),
+                       grid_shape=tuple(p.grid_shape), exact=self.exact, steps=steps, losses=values[:, 0],
+                       weights=values[:, 1], traces=values[:, 2],
+                       eval_steps=np.asarray([k.step for k in self.keyframes]),
+                       rel_l2=np.asarray([k.rel_l2 for k in self.keyframes]), prediction=frame.prediction,
+                       spectra=None if with_spectra is None else with_spectra.spectra,
+                       spectra0=self.keyframes[0].spectra,
+                       weights_now=None if with_spectra is None else with_spectra.weights, label=label, dash=dash)
+
+    def _curves_now(self) -> tuple[np.ndarray, np.ndarray]:
+        """The curves plus a row at the current step with the weights and traces in force now, so a
+        switch of the rule shows at once, before the next chunk records it."""
+        steps, values = self.curves.view()
+        if not len(steps):
+            return steps, values
+        state = self.trainer.state
+        now = np.stack([values[-1, 0], np.asarray(state.weights, np.float32), np.asarray(state.traces, np.float32)])
+        if not np.any(now[2] > 0):  # no traces computed yet (unweighted, NTK off): keep the recorded ones
+            now[2] = values[-1, 2]
+        if np.array_equal(now[1:], values[-1, 1:]):
+            return steps, values
+        return np.append(steps, self._step), np.concatenate([values, now[None]])
 
     def finish_history(self, message: str = ""):
         """Mark the History with the current prediction and status so it can be saved or reported."""

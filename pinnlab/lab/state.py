@@ -18,7 +18,7 @@ from pinnlab.problems import PROBLEMS, Problem, make_problem
 from pinnlab.training import OPTIMIZERS, TrainConfig
 from pinnlab.weighting import RULES
 
-LIVE = ("rule", "update_every", "lr_scale", "ntk_every")
+LIVE = ("rule", "update_every", "lr_scale", "ntk_every", "budget")
 # The one parameter of each PDE that the lab exposes, by the name its problem function takes.
 PARAM_NAME = {"poisson": "a", "wave": "c", "heat": "k"}
 # Evaluation grid of the 2D problems: 101 x 101 keeps a live prediction under ~10 ms on a laptop core.
@@ -37,9 +37,11 @@ class LabState:
     ``n_r`` (residual points), ``n_ntk`` (NTK probe points per term, 2D problems; Poisson uses its
     training points as the paper), ``seed``, ``chunk`` (steps per jitted call, 0 = pick ~30 ms).
 
-    Live fields: ``rule`` (``none`` = all weights 1 | ``ntk`` = Algorithm 1 | ``ntk_mean``),
+    Live fields: ``rule`` (``none`` = the fixed weights, all 1 | ``ntk`` = Algorithm 1 | ``ntk_mean``),
     ``update_every`` (weight refresh period M), ``lr_scale`` (multiplies every update), ``ntk_every``
-    (period of the logged NTK traces; the spectra follow it, within a cost budget).
+    (period of the logged NTK traces; the spectra follow it, within a cost budget), ``budget`` (the
+    step at which the lab pauses, the paper's step count in its presets; weights never refresh at or
+    past it; 0 = no budget).
     """
 
     problem: str = "poisson"
@@ -59,6 +61,7 @@ class LabState:
     update_every: int = 100
     lr_scale: float = 1.0
     ntk_every: int = 100
+    budget: int = 40_000
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -71,7 +74,7 @@ class LabState:
             _at_least(name, getattr(self, name), 1)
         for name in ("n_b", "n_r", "n_ntk"):
             _at_least(name, getattr(self, name), 2)
-        for name in ("chunk", "ntk_every", "seed"):
+        for name in ("chunk", "ntk_every", "seed", "budget"):
             _at_least(name, getattr(self, name), 0)
         for name in ("lr", "lr_scale", "decay"):
             value = getattr(self, name)
@@ -147,9 +150,11 @@ def _at_least(name: str, value: int, low: int) -> None:
 
 # -- presets ------------------------------------------------------------------------------------
 _POISSON = {}
+# Budgets: the paper's step counts (Poisson 40,000 GD steps; wave 80,000 Adam steps; Figs. 2-3 10,000).
 _WAVE = dict(problem="wave", param=2.0, width=50, depth=3, optimizer="adam", lr=1e-3, decay=0.9, n_b=300, n_r=300,
-             n_ntk=100)
-_HEAT = dict(problem="heat", param=0.1, width=50, depth=3, optimizer="adam", lr=1e-3, n_b=150, n_r=300, n_ntk=100)
+             n_ntk=100, budget=80_000)
+_HEAT = dict(problem="heat", param=0.1, width=50, depth=3, optimizer="adam", lr=1e-3, n_b=150, n_r=300, n_ntk=100,
+             budget=0)
 
 PRESETS: dict[str, tuple[str, dict]] = {
     "poisson": ("Poisson u = sin(4πx), 1×100 tanh, gradient descent lr 1e-5 (paper Sec. 7.2), unweighted: "
@@ -158,10 +163,10 @@ PRESETS: dict[str, tuple[str, dict]] = {
              _WAVE),
     "heat": ("Heat u_t = 0.1 u_xx (beyond the paper), 3×50 tanh, Adam 1e-3", _HEAT),
     "fig1": ("Fig. 1: spectra of K, K_uu, K_rr for u = sin(πx), 1×100: K_rr dwarfs K_uu",
-             dict(param=1.0, ntk_every=1000)),
+             dict(param=1.0, ntk_every=1000, budget=10_000)),
     "fig2": ("Fig. 2: a wide net's NTK barely moves: 1×500, u = sin(πx), GD 1e-5 (compare the faint step-0 "
-             "spectra)", dict(param=1.0, width=500)),
-    "fig3": ("Fig. 3: the same with three hidden layers of 500", dict(param=1.0, width=500, depth=3)),
+             "spectra)", dict(param=1.0, width=500, budget=10_000)),
+    "fig3": ("Fig. 3: the same with three hidden layers of 500", dict(param=1.0, width=500, depth=3, budget=10_000)),
     "fig4": ("Fig. 4: u = sin(4πx) with Algorithm 1's weights from the NTK at step 0, held for the paper's "
              "40,000 steps", dict(rule="ntk", update_every=40_000)),
     "wave_paper": ("Figs. 6-8: the wave with the paper's 3×500 net and Algorithm 1 every 100 steps on 300 "
