@@ -33,6 +33,15 @@ INDEX_AXIS = dict(type="log", tickformat="d", title="eigenvalue index")
 STEP_AXIS = dict(title="step")
 
 
+# Series that are not terms (recorded steps, runs of a sweep): a dark-to-light ramp no term colour is on.
+SERIES_COLORS = ("#222222", "#3b3b8f", "#6a51a3", "#9e5fb4", "#c994c7", "#888888")
+
+
+def series_color(i: int, n: int) -> str:
+    """The colour of series ``i`` of ``n`` (oldest darkest), never a term's colour."""
+    return SERIES_COLORS[min(len(SERIES_COLORS) - 1, i * len(SERIES_COLORS) // max(n, 1))]
+
+
 def term_color(term: str, terms: tuple[str, ...] = ()) -> str:
     """The colour of loss term ``term`` (fixed for u, ut, r; other names take the spare colours in order)."""
     if term in TERM_COLORS:

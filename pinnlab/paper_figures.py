@@ -6,14 +6,11 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+from pinnlab.panels import positive_spectrum as _positive
+from pinnlab.panels import series_color, term_color
 
-
-def _positive(values) -> tuple[np.ndarray, np.ndarray]:
-    """Index (from 1) and value of the eigenvalues above float32 noise (1e-7 of the largest)."""
-    v = np.asarray(values, np.float64)
-    keep = v > 1e-7 * max(v.max(), 1e-300)
-    return np.arange(1, len(v) + 1)[keep], v[keep]
+# Runs of a figure (widths, values of a, snapshots) take the series ramp; loss terms keep their own colours.
+COLORS = tuple(series_color(i, 6) for i in range(6))
 
 
 def _log_axes(fig, rows, cols, x=True):
@@ -136,12 +133,13 @@ def fig8(exp) -> go.Figure:
     fig = make_subplots(1, 2, subplot_titles=["weights during training", "spectra at the last step"])
     for i, term in enumerate(h.terms):
         fig.add_scatter(x=steps[::stride], y=weights[::stride, i], name=f"lambda_{term}",
-                        line=dict(color=COLORS[i]), row=1, col=1)
+                        line=dict(color=term_color(term, h.terms)), row=1, col=1)
     final_w = weights[-1]
     for i, k in enumerate(names):
         x, y = _positive(h.spectra[-1][k])
-        fig.add_scatter(x=x, y=y, name=k, line=dict(color=COLORS[i], dash="dot"), row=1, col=2)
-        fig.add_scatter(x=x, y=final_w[i] * y, name=f"lambda {k}", line=dict(color=COLORS[i]), row=1, col=2)
+        color = term_color(k[2:], h.terms)
+        fig.add_scatter(x=x, y=y, name=k, line=dict(color=color, dash="dot"), row=1, col=2)
+        fig.add_scatter(x=x, y=final_w[i] * y, name=f"lambda {k}", line=dict(color=color), row=1, col=2)
     fig.update_yaxes(type="log", row=1, col=1)
     fig.update_xaxes(title="iteration", row=1, col=1)
     fig.update_xaxes(type="log", row=1, col=2)

@@ -11,12 +11,10 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from pinnlab import panels
 from pinnlab.history import History
 
 MAX_POINTS = 2000
-# Eigenvalues of a float32 kernel below ~1e-7 of the largest are rounding noise, not spectrum.
-NOISE_FLOOR = 1e-7
-COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
 
 def downsample(n: int, max_points: int = MAX_POINTS) -> np.ndarray:
@@ -32,45 +30,39 @@ def _layout(fig: go.Figure, title: str, **kw) -> go.Figure:
     return fig
 
 
-def _per_term(history: History, name: str, title: str, ytitle: str) -> go.Figure:
-    """One log-scale line per loss term of the per-step curve ``name``."""
-    steps, values = history.curve("steps"), history.curve(name)
-    idx = downsample(len(steps))
+_TRACES = {"scatter": go.Scatter, "heatmap": go.Heatmap, "contour": go.Contour}
+
+
+def panel_figure(panel: panels.Panel, history: History) -> go.Figure:
+    """One panel of the dashboard (:mod:`pinnlab.panels`) as a figure of its own, for a recorded run."""
+    view = panels.RunView.from_history(history)
+    idx = downsample(len(view.steps))
+    view.steps, view.losses, view.weights, view.traces = (a[idx] for a in (view.steps, view.losses, view.weights,
+                                                                           view.traces))
     fig = go.Figure()
-    for j, term in enumerate(history.terms):
-        fig.add_trace(go.Scatter(x=steps[idx], y=values[idx, j], mode="lines", name=f"{ytitle} {term}",
-                                 line=dict(color=COLORS[j % len(COLORS)])))
-    fig.update_yaxes(type="log", title=ytitle, exponentformat="power")
-    fig.update_xaxes(title="step")
-    return _layout(fig, title)
+    for trace in panel.traces(view):
+        trace.pop("key")
+        fig.add_trace(_TRACES[trace.pop("type")](**trace))
+    xaxis, yaxis = panel.axes(view)
+    fig.update_xaxes(**xaxis)
+    fig.update_yaxes(**yaxis)
+    return _layout(fig, panel.title[:1].upper() + panel.title[1:])
 
 
 def losses(history: History) -> go.Figure:
-    """Unweighted loss of each term vs step (log y)."""
-    return _per_term(history, "losses", "Loss per term (unweighted)", "L")
+    """Unweighted loss of each term vs step (log y), and the relative L2 error at the evaluations."""
+    return panel_figure(panels.LOSSES, history)
 
 
 def weights(history: History) -> go.Figure:
     """Weight lambda of each term vs step (log y)."""
-    return _per_term(history, "weights", "Loss weights", "λ")
+    return panel_figure(panels.WEIGHTS, history)
 
 
 def traces(history: History) -> go.Figure:
-    """NTK block traces Tr K_i per term and the ratios Tr K / Tr K_i (Algorithm 1's raw weights)."""
-    steps, tr = history.curve("steps"), history.curve("traces")
-    idx = downsample(len(steps))
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Tr K_i", "Tr K / Tr K_i"))
-    total = tr.sum(axis=1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(tr > 0, total / tr, np.nan)
-    for j, term in enumerate(history.terms):
-        color = dict(color=COLORS[j % len(COLORS)])
-        fig.add_trace(go.Scatter(x=steps[idx], y=tr[idx, j], mode="lines", name=f"Tr K_{term}", line=color), 1, 1)
-        fig.add_trace(go.Scatter(x=steps[idx], y=ratio[idx, j], mode="lines", name=f"Tr K / Tr K_{term}",
-                                 line=dict(dash="dot", **color)), 1, 2)
-    fig.update_yaxes(type="log", exponentformat="power")
-    fig.update_xaxes(title="step")
-    return _layout(fig, "NTK traces (on the NTK points; refreshed every ntk_every steps)")
+    """Each term's share of the weighted NTK trace, lambda_i Tr K_ii / sum_j lambda_j Tr K_jj (equal under
+    Algorithm 1), and the raw share Tr K_ii / Tr K (faint), vs step."""
+    return panel_figure(panels.SHARES, history)
 
 
 def _field(history: History) -> tuple[np.ndarray, np.ndarray]:
@@ -95,19 +87,13 @@ def prediction(history: History) -> go.Figure:
     exact, pred = _field(history)
     coords = history.coords
     if len(coords) == 1:
-        x = np.asarray(history.grid)[:, 0]
-        fig = go.Figure([
-            go.Scatter(x=x, y=exact, mode="lines", name="exact", line=dict(color="black")),
-            go.Scatter(x=x, y=pred, mode="lines", name="predicted", line=dict(color="#d62728", dash="dash")),
-        ])
-        fig.update_xaxes(title=coords[0])
-        fig.update_yaxes(title="u")
-        return _layout(fig, "Prediction vs exact")
+        return panel_figure(panels.PREDICTION, history)
     spacing = 0.13  # room for a colour bar and the next panel's axis title
     width = (1 - 2 * spacing) / 3
-    fig = make_subplots(rows=1, cols=3, subplot_titles=("exact", "predicted", "|error|"), horizontal_spacing=spacing)
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("exact u", "predicted û", "error û − u"),
+                        horizontal_spacing=spacing)
     lo, hi = np.nanmin(exact), np.nanmax(exact)
-    for col, (values, scale) in enumerate(((exact, "RdBu_r"), (pred, "RdBu_r"), (np.abs(pred - exact), "Viridis"))):
+    for col, (values, scale) in enumerate(((exact, "RdBu_r"), (pred, "RdBu_r"), (pred - exact, "RdBu_r"))):
         heat = _heatmap(history, values, scale, colorbar_x=col * (width + spacing) + width + 0.01)
         if col < 2:  # exact and predicted share one colour scale, shown once
             heat.update(zmin=lo, zmax=hi, showscale=col == 1)
@@ -118,18 +104,14 @@ def prediction(history: History) -> go.Figure:
 
 
 def error(history: History) -> go.Figure:
-    """Pointwise absolute error |u - u_hat| on the evaluation grid (log y in 1D, heat map in 2D)."""
-    exact, pred = _field(history)
-    err = np.abs(pred - exact)
+    """The signed error u_hat - u on the evaluation grid (1D: with its best line alpha + beta x; 2D: a heat map)."""
     if len(history.coords) == 1:
-        fig = go.Figure(go.Scatter(x=np.asarray(history.grid)[:, 0], y=err, mode="lines", name="|error|"))
-        fig.update_xaxes(title=history.coords[0])
-        fig.update_yaxes(type="log", title="|u - û|", exponentformat="power")
-    else:
-        fig = go.Figure(_heatmap(history, err, "Viridis", colorbar_x=1.02))
-        fig.update_xaxes(title=history.coords[0])
-        fig.update_yaxes(title=history.coords[1])
-    return _layout(fig, "Pointwise error |u - û|")
+        return panel_figure(panels.ERROR, history)
+    exact, pred = _field(history)
+    fig = go.Figure(_heatmap(history, pred - exact, "RdBu_r", colorbar_x=1.02).update(zmid=0))
+    fig.update_xaxes(title=history.coords[0])
+    fig.update_yaxes(title=history.coords[1])
+    return _layout(fig, "Error û − u")
 
 
 def spectra(history: History) -> go.Figure:
@@ -137,7 +119,7 @@ def spectra(history: History) -> go.Figure:
     blocks = list(history.spectra[0]) if history.spectra else ["K"]
     fig = make_subplots(rows=1, cols=len(blocks), subplot_titles=blocks)
     for i, (step, eig) in enumerate(zip(history.spectra_step, history.spectra, strict=True)):
-        color = COLORS[i % len(COLORS)]
+        color = panels.series_color(i, len(history.spectra))
         for col, block in enumerate(blocks, start=1):
             lam = np.asarray(eig[block], float)
             lam = lam[np.isfinite(lam) & (lam > 0)]  # log axes: only positive eigenvalues
@@ -145,13 +127,13 @@ def spectra(history: History) -> go.Figure:
             fig.add_trace(go.Scatter(x=index, y=lam, mode="lines", name=f"step {step}", legendgroup=str(step),
                                      showlegend=col == 1, line=dict(color=color)), 1, col)
             if len(lam):
-                floor = NOISE_FLOOR * lam.max()
+                floor = panels.NOISE_FLOOR * lam.max()
                 fig.add_trace(go.Scatter(x=[1, len(lam)], y=[floor, floor], mode="lines", hoverinfo="skip",
                                          name="float32 noise floor", legendgroup="floor",
                                          showlegend=col == 1 and i == 0, line=dict(color=color, dash="dash", width=1)),
                               1, col)
-    fig.update_xaxes(type="log", title="index")
-    fig.update_yaxes(type="log", exponentformat="power")
+    fig.update_xaxes(**panels.INDEX_AXIS)
+    fig.update_yaxes(**panels.LOG_AXIS)
     return _layout(fig, "NTK eigenvalues (descending)", height=400)
 
 
@@ -163,14 +145,15 @@ def _positive(values) -> list:
 def convergence(history: History) -> go.Figure:
     """Relative L2 error, relative parameter drift and relative NTK drift vs step (log y)."""
     fig = go.Figure([
-        go.Scatter(x=history.eval_step, y=_positive(history.rel_l2), mode="lines+markers", name="relative L2 error"),
+        go.Scatter(x=history.eval_step, y=_positive(history.rel_l2), mode="lines+markers", name="relative L2 error",
+                   line=dict(color=panels.NEUTRAL)),
         go.Scatter(x=history.eval_step, y=_positive(history.param_drift), mode="lines+markers",
-                   name="‖θ - θ₀‖ / ‖θ₀‖"),
+                   name="‖θ - θ₀‖ / ‖θ₀‖", line=dict(color=panels.SERIES_COLORS[1])),
         go.Scatter(x=history.spectra_step, y=_positive(history.ntk_drift), mode="markers",
-                   marker=dict(size=10, symbol="diamond"), name="‖K - K₀‖ / ‖K₀‖"),
+                   marker=dict(size=10, symbol="diamond", color=panels.SERIES_COLORS[3]), name="‖K - K₀‖ / ‖K₀‖"),
     ])
-    fig.update_xaxes(title="step")
-    fig.update_yaxes(type="log", exponentformat="power")
+    fig.update_xaxes(**panels.STEP_AXIS)
+    fig.update_yaxes(**panels.LOG_AXIS)
     return _layout(fig, "Error and drift")
 
 

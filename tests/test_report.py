@@ -63,7 +63,7 @@ def test_all_figures_present(history_1d, history_2d):
 
 def test_long_curves_downsampled_keep_ends(history_1d):
     for fig in (plots.losses(history_1d), plots.weights(history_1d), plots.traces(history_1d)):
-        for trace in fig.data:
+        for trace in (t for t in fig.data if t.name != "relative L2 error"):  # that one is at the evaluations
             assert len(trace.x) <= plots.MAX_POINTS
             assert trace.x[0] == 0 and trace.x[-1] == N_STEPS - 1
     assert plots.losses(history_1d).layout.yaxis.type == "log"
@@ -72,14 +72,19 @@ def test_long_curves_downsampled_keep_ends(history_1d):
 
 def test_losses_one_line_per_term_with_values(history_1d):
     fig = plots.losses(history_1d)
-    assert [t.name for t in fig.data] == ["L u", "L r"]
+    assert [t.name for t in fig.data] == ["L_u (boundary)", "L_r (residual)", "relative L2 error"]
     np.testing.assert_allclose(fig.data[0].y, 1.0 / (np.asarray(fig.data[0].x) + 1))
+    assert [t.line.color for t in fig.data[:2]] == ["#1f77b4", "#d62728"]  # the palette of every panel
 
 
-def test_trace_ratios(history_1d):
+def test_trace_shares(history_1d):
     fig = plots.traces(history_1d)
-    ratios = {t.name: t.y[0] for t in fig.data if "/" in t.name}
-    assert ratios == pytest.approx({"Tr K / Tr K_u": 101.0, "Tr K / Tr K_r": 1.01})
+    raw = {t.meta: t.y[0] for t in fig.data if t.meta.startswith("raw-share:")}
+    assert raw == pytest.approx({"raw-share:u": 1 / 101, "raw-share:r": 100 / 101})  # 1 / Algorithm 1's weight
+    weights, traces = history_1d.curve("weights")[0], history_1d.curve("traces")[0]
+    weighted = {t.meta: t.y[0] for t in fig.data if t.meta.startswith("share:")}
+    expected = weights * traces / np.sum(weights * traces)
+    assert weighted == pytest.approx({"share:u": expected[0], "share:r": expected[1]}, rel=1e-6)
 
 
 def test_prediction_1d_is_a_line_plot(history_1d):
