@@ -64,7 +64,15 @@ from jax.sharding import PartitionSpec as P
 from pinnlab.history import History, Snapshot
 from pinnlab.nets import Net, NetConfig, make_net
 from pinnlab.problems.base import Problem
-from pinnlab.training import Controls, TrainConfig, TrainState, _optimizer, live_controls, make_step
+from pinnlab.training import (
+    Controls,
+    TrainConfig,
+    TrainState,
+    _optimizer,
+    divergence_message,
+    live_controls,
+    make_step,
+)
 
 AXIS = "runs"
 
@@ -459,7 +467,7 @@ class Ensemble:
         if d < 0:
             h.finish(prediction, self.seconds, "completed", "")
         else:
-            message = f"loss became non-finite at step {d}; history kept up to step {max(d - 1, 0)}"
+            message = divergence_message(d, max(d - 1, 0))
             h.finish(prediction, self.seconds, "diverged", message)
         return h
 

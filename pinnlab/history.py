@@ -102,6 +102,34 @@ class History:
                 values = getattr(self, name)
                 setattr(self, name, [values[i] for i in kept])
 
+    def rows(self) -> int:
+        """How many per-step rows are recorded."""
+        return sum(len(part) for part in self.steps)
+
+    def thin_rows(self) -> None:
+        """Keep every other per-step row and the newest (bounds the memory of a run that goes on for hours)."""
+        for name in ("steps", "losses", "weights", "traces"):
+            if getattr(self, name):
+                full = np.concatenate(getattr(self, name))
+                keep = np.zeros(len(full), bool)
+                keep[::2] = keep[-1] = True
+                setattr(self, name, [full[keep]])
+
+    def thin_records(self, limit: int) -> list[str]:
+        """Halve the spectra and the evaluations (the first and newest kept) wherever more than ``limit``
+        are held; returns the groups thinned (``"spectra"``, ``"evaluations"``)."""
+        thinned = []
+        for group, names in (("spectra", ("spectra_step", "spectra", "ntk_drift")),
+                             ("evaluations", ("eval_step", "rel_l2", "param_drift"))):
+            n = len(getattr(self, names[0]))
+            if n > limit:
+                keep = [0, *range(2, n - 1, 2), n - 1]
+                for name in names:
+                    values = getattr(self, name)
+                    setattr(self, name, [values[i] for i in keep])
+                thinned.append(group)
+        return thinned
+
     def add_eval(self, step: int, rel_l2: float, drift: float) -> None:
         self.eval_step.append(step)
         self.rel_l2.append(rel_l2)

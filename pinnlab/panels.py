@@ -27,9 +27,9 @@ KERNEL_COLOR, EXACT_COLOR, PREDICTION_COLOR, NEUTRAL = "#000000", "#000000", "#9
 # Eigenvalues of a float32 kernel below ~1e-7 of the largest are rounding noise, not spectrum.
 NOISE_FLOOR = 1e-7
 FAINT = 0.35
-# Log axes label every tick with its value (1e+2, 5e+2), never a bare "5" that means 500.
-LOG_AXIS = dict(type="log", tickformat=".0e")
-INDEX_AXIS = dict(type="log", tickformat="d", title="eigenvalue index")
+# Log axes label every tick with its value (1e+2, 5e+2), never a bare "5" that means 500, and few of them.
+LOG_AXIS = dict(type="log", tickformat=".0e", nticks=6)
+INDEX_AXIS = dict(type="log", tickformat="d", nticks=6, title="eigenvalue index")
 STEP_AXIS = dict(title="step")
 
 

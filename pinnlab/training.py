@@ -134,6 +134,11 @@ def live_controls(rule: str, update_every: int, ntk_every: int, lr_scale: float,
                     np.float32(lr_scale), np.float32(momentum), np.int32(until))
 
 
+def divergence_message(diverged: int, kept: int) -> str:
+    """What a diverged run's History says: the first non-finite step, and the step it was kept at."""
+    return f"loss became non-finite at step {diverged}; parameters and history kept as at step {kept}"
+
+
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     """SGD or Adam with the config's constant or exponentially decaying learning rate."""
     return _optimizer(config.optimizer, config.lr, config.decay_steps, config.decay_rate)
@@ -300,6 +305,12 @@ class Trainer:
         self.rule = rule
         self.history.add_event(self.step, "rule", rule)
 
+    def set_chunk(self, chunk: int) -> None:
+        """Run ``chunk`` steps per jitted call from now on (a new length compiles once)."""
+        if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+            raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+        self.config = dataclasses.replace(self.config, chunk=int(chunk))
+
     def restore(self, state: TrainState) -> None:
         """Go back to an earlier ``state`` of this run (e.g. from before a control change that diverged);
         the History's rows from its step on are dropped."""
@@ -435,8 +446,7 @@ class Trainer:
             stops += [s for s in spectra_at if s > self.step]
             snap = self.advance(min(stops) - self.step)
             if snap.diverged is not None:
-                message = (f"loss became non-finite at step {snap.diverged}; parameters and history kept as at "
-                           f"step {self.step}")
+                message = divergence_message(snap.diverged, self.step)
                 self.history.finish(self.prediction(), self.seconds, "diverged", message)
                 yield snap
                 return

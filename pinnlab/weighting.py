@@ -11,8 +11,9 @@ terms instead of the sum, and an exponential moving average,
     lambda_hat_i = mean_j(Tr K_jj / n_j) / (Tr K_ii / n_i),
     lambda_i <- momentum * lambda_i + (1 - momentum) * lambda_hat_i.
 
-``none`` keeps the current weights (1 at the start unless given). With equal point counts,
-``ntk_mean``'s target equals ``ntk`` divided by m.
+``none`` means the fixed weights everywhere: the run's ``initial_weights`` (default all 1), which no
+rule updates (:meth:`pinnlab.training.Trainer.set_rule` restores them when a run switches to it). With
+equal point counts, ``ntk_mean``'s target equals ``ntk`` divided by m.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def rule_index(name: str) -> int:
 
 
 def none(traces: jax.Array, counts: jax.Array, previous: jax.Array, momentum=0.9) -> jax.Array:
-    """Keep the weights as they are."""
+    """No rule: the weights stay as they are (the run's fixed weights)."""
     del traces, counts, momentum
     return previous
 

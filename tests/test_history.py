@@ -21,7 +21,7 @@ def history():
 
 def _assert_same(a: History, b: History) -> None:
     for name in ("config", "terms", "coords", "grid_shape", "eval_step", "rel_l2", "param_drift", "spectra_step",
-                 "ntk_drift", "seconds", "status", "message"):
+                 "ntk_drift", "seconds", "status", "message", "events"):
         assert getattr(a, name) == getattr(b, name), name
     for name in ("grid", "exact", "prediction"):
         x, y = getattr(a, name), getattr(b, name)
@@ -95,3 +95,28 @@ def test_curves_final_and_snapshot_step():
     assert final["losses"] == {"u": 9.0, "ut": 10.0, "r": 11.0} and final["weights"]["u"] == 10.0
     assert Snapshot(steps=np.arange(4, 7), losses=None, weights=None, traces=None).step == 6
     assert Snapshot(steps=np.arange(0), losses=None, weights=None, traces=None).step == 0
+
+
+def test_events_round_trip_and_truncate_forgets_what_came_after(history, tmp_path):
+    import copy
+
+    h = copy.deepcopy(history)
+    h.add_event(4, "rule", "none")
+    _assert_same(h, History.load(h.save(tmp_path)))
+    h.truncate(6)
+    assert list(h.curve("steps")) == list(range(6)) and h.curve("losses").shape == (6, 2)
+    assert all(s <= 6 for s in h.eval_step) and len(h.eval_step) == len(h.rel_l2) == len(h.param_drift)
+    assert h.spectra_step == [0] and len(h.spectra) == len(h.ntk_drift) == 1
+
+
+def test_thinning_keeps_the_first_and_newest_rows_and_records(history):
+    import copy
+
+    h = copy.deepcopy(history)
+    h.thin_rows()
+    steps = h.curve("steps")
+    assert steps[0] == 0 and steps[-1] == 11 and h.rows() == len(steps) == 7
+    for i in range(5):
+        h.add_eval(20 + i, 0.1, 0.1)
+    assert h.thin_records(4) == ["evaluations"]
+    assert h.eval_step[0] == 0 and h.eval_step[-1] == 24 and len(h.eval_step) <= 5

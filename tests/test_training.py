@@ -257,3 +257,42 @@ def test_configs_accept_numpy_scalars(poisson):
     assert type(net.width) is int and type(net.depth) is int
     history = Trainer(poisson, net, config).history
     assert history.config["train"]["steps"] == 10 and history.config["net"]["width"] == 6
+
+
+def test_divergence_on_a_chunks_first_step_rewinds_into_the_chunk_before(poisson):
+    trainer, snaps = _diverge(poisson, 10)
+    diverged = snaps[-1].diverged
+    # chunks that start exactly at the bad step: the last finite state lies in the previous chunk
+    for chunk in (diverged, diverged // 2 if diverged % 2 == 0 else 1):
+        other, other_snaps = _diverge(poisson, chunk)
+        assert other_snaps[-1].diverged == diverged and other.step == diverged - 1
+        np.testing.assert_array_equal(other.history.curve("steps"), np.arange(diverged - 1))
+        for a, b in zip(_leaves(other.state.params), _leaves(trainer.state.params), strict=True):
+            np.testing.assert_array_equal(a, b)  # the same replayed state as with any other chunk length
+
+
+def test_set_rule_acts_at_once_none_restores_the_fixed_weights_and_is_recorded(h, poisson):
+    trainer = Trainer(poisson, NET, TrainConfig(initial_weights=(100.0, 1.0), chunk=5))
+    trainer.advance(10)
+    np.testing.assert_allclose(trainer.state.weights, [100.0, 1.0])  # "none": the fixed weights
+    trainer.set_rule("ntk")
+    traces = _explicit_traces(h, trainer.apply, trainer.state.params, poisson.terms, trainer.probe)
+    np.testing.assert_allclose(trainer.state.weights, traces.sum() / traces, rtol=1e-4)
+    trainer.advance(5)
+    trainer.set_rule("none")
+    np.testing.assert_allclose(trainer.state.weights, [100.0, 1.0])
+    assert trainer.history.events == [{"step": 10, "field": "rule", "value": "ntk"},
+                                      {"step": 15, "field": "rule", "value": "none"}]
+    with pytest.raises(ValueError, match="weighting"):
+        trainer.set_rule("magic")
+    with pytest.raises(ValueError, match="positive finite"):
+        trainer.set_weights([1.0, float("nan")])
+
+
+def test_weights_never_refresh_at_or_past_refresh_until(poisson):
+    trainer = Trainer(poisson, NET, TrainConfig(weighting="ntk", update_every=10, chunk=7))
+    trainer.refresh_until = 20
+    trainer.advance(40)
+    weights, steps = trainer.history.curve("weights"), trainer.history.curve("steps")
+    assert not np.allclose(weights[steps == 9], weights[steps == 10])  # refreshed at 10
+    np.testing.assert_array_equal(weights[steps >= 10], np.broadcast_to(weights[10], weights[steps >= 10].shape))

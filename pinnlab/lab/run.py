@@ -168,7 +168,7 @@ class LiveRun:
     def set_chunk(self, chunk: int) -> None:
         """Use ``chunk`` steps per call from now on (one compile of the new length)."""
         if chunk != self.chunk:
-            self.trainer.config = dataclasses.replace(self.trainer.config, chunk=int(chunk))
+            self.trainer.set_chunk(int(chunk))
             self.chunk_seconds.clear()
             self.compiled = False
 
@@ -188,18 +188,11 @@ class LiveRun:
 
     def _bound_history(self, new_rows: int) -> None:
         """Thin the History's per-step rows by half when they pass :data:`HISTORY_ROWS` (a lab runs for hours)."""
-        h = self.trainer.history
         self._history_rows += new_rows
-        if self._history_rows <= HISTORY_ROWS:
-            return
-        for name in ("steps", "losses", "weights", "traces"):
-            full = np.concatenate(getattr(h, name))
-            keep = np.zeros(len(full), bool)
-            keep[::2] = True
-            keep[-1] = True
-            setattr(h, name, [full[keep]])
-        self._history_rows = len(h.steps[0])
-        self.thinned *= 2
+        if self._history_rows > HISTORY_ROWS:
+            self.trainer.history.thin_rows()
+            self._history_rows = self.trainer.history.rows()
+            self.thinned *= 2
 
     # -- live controls ---------------------------------------------------------------------------
     def set_live(self, state: LabState, budget: int | None = None) -> None:
@@ -253,16 +246,8 @@ class LiveRun:
 
     def _bound_records(self) -> None:
         """Halve the History's spectra and evaluations (first and newest kept) past :data:`MAX_RECORDS` each."""
-        h = self.trainer.history
-        for group, names in (("spectra", ("spectra_step", "spectra", "ntk_drift")),
-                             ("evaluations", ("eval_step", "rel_l2", "param_drift"))):
-            n = len(getattr(h, names[0]))
-            if n > MAX_RECORDS:
-                keep = [0, *range(2, n - 1, 2), n - 1]
-                for name in names:
-                    values = getattr(h, name)
-                    setattr(h, name, [values[i] for i in keep])
-                self.records_thinned[group] *= 2
+        for group in self.trainer.history.thin_records(MAX_RECORDS):
+            self.records_thinned[group] *= 2
 
     def spectra_at(self, index: int) -> Keyframe | None:
         """The newest keyframe with spectra at or before ``index``."""
