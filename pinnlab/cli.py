@@ -5,6 +5,7 @@
     pinnlab ntk-weights --problem poisson                   # lambda per term at init, as JSON
     pinnlab report runs/e3                                  # rebuild report.html from a saved history
     pinnlab reproduce fig4 --scale cpu --out runs/paper     # a paper figure as HTML + JSON
+    pinnlab lecture wave                                    # the live dashboard as a Voila page, code hidden
 
 Exit codes: 0 done, 1 training diverged (files are still written), 2 bad input (one line on stderr),
 130 interrupted by Ctrl-C (what exists is written).
@@ -90,6 +91,14 @@ def _int_at_least(minimum: int, kind: str):
 
 positive_int = _int_at_least(1, "a positive integer")
 nonnegative_int = _int_at_least(0, "an integer >= 0")
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 1..65535."""
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port in 1..65535, got {text!r}")
+    return value
 
 
 def finite_float(text: str) -> float:
@@ -179,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
                     description="Physics-informed neural networks and their neural tangent kernel.",
                     epilog="Run 'pinnlab SUBCOMMAND --help' for its options, e.g. 'pinnlab train --help'.")
     parser.add_argument("--version", action="version", version=f"pinnlab {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,ntk-weights,report,reproduce}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,ntk-weights,report,reproduce,lecture}")
 
     train = sub.add_parser("train", help="train a PINN; write metrics.json, history.json/.npz and report.html",
                            description="Train a PINN and write metrics, history and an HTML report.",
@@ -223,6 +232,27 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--out", default="paper", metavar="DIR", help="output directory (default ./paper)")
     repro.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     repro.set_defaults(func=cmd_reproduce)
+
+    from pinnlab.lecture import DEFAULT_PORT, LAYOUTS  # a light module: Voila is imported only to serve
+
+    # The preset is checked when the command runs: listing the presets here would import the dashboard
+    # (ipywidgets, the jupyter extra) for every pinnlab command.
+    lecture = sub.add_parser("lecture", help="open the live dashboard as a Voila page, code hidden "
+                             "(needs pinnlab[jupyter])",
+                             description="Serve the live dashboard as a Voila page with the code hidden, for a "
+                                         "lecture room. Nothing trains until Run is pressed. The page's URL picks "
+                                         "a preset too: http://127.0.0.1:PORT/?preset=wave (&layout=notebook).",
+                             formatter_class=formatter)
+    lecture.add_argument("preset", nargs="?", default="poisson", metavar="PRESET",
+                         help="a dashboard preset (pinnlab.lab.state.PRESETS), e.g. poisson, wave, fig4 "
+                              "(default poisson)")
+    lecture.add_argument("--port", type=port_number, default=DEFAULT_PORT,
+                         help=f"port on 127.0.0.1 (default {DEFAULT_PORT}; Voila tries the next ones if taken)")
+    lecture.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    lecture.add_argument("--layout", choices=LAYOUTS, default=LAYOUTS[0],
+                         help="presentation: one row of big controls above the figure, inside 1280x720; "
+                              "notebook: every control on show (default presentation)")
+    lecture.set_defaults(func=cmd_lecture)
     return parser
 
 
@@ -571,6 +601,16 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     for fig, record in results.items():
         print(f"{fig}: {out / (fig + '.json')} ({record['seconds']:.0f} s)")
     return 0
+
+
+def cmd_lecture(args: argparse.Namespace) -> int:
+    """``pinnlab lecture``: serve the dashboard with Voila until Ctrl-C."""
+    from pinnlab.lecture import LectureError, serve  # Voila itself is imported only in serve()
+
+    try:
+        return serve(args.preset, port=args.port, open_browser=not args.no_browser, layout=args.layout)
+    except LectureError as e:
+        raise UsageError(str(e)) from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,8 @@
 
 Opens ``notebooks/00_lab.ipynb``, runs its cells up to the dashboard, presses Run, waits for the step
 counter and the NTK spectrum to update in the page, switches the weighting on, checks that the weights
-panel changes while training continues, pauses, and saves a screenshot to ``docs/lab.png`` (used by the
+panel changes and that the weighted trace shares become equal (Algorithm 1 balances lambda_i Tr K_ii) while
+training continues, pauses, and saves a screenshot to ``docs/lab.png`` (used by the
 README). A second test checks the ``backend="static"`` fallback the same way. The server works on a
 copy of the notebook in a temporary directory, so nothing it saves lands in the repository.
 Skipped only when chromium or playwright are missing (CI installs both; never ``playwright install``).
@@ -32,6 +33,12 @@ SCREENSHOT = REPO / "docs" / "lab.png"
 CELLS_TO_DASHBOARD = 5  # title, Colab install, imports, section text, `lab = Lab(...); lab`
 STATIC_NOTEBOOK = "notebooks/static_lab.ipynb"
 OUTPUT = ".jp-OutputArea-output"
+# The newest value of each weighted trace share: the dashboard's traces with meta "share:<term>" hold
+# lambda_i Tr K_ii / sum_j lambda_j Tr K_jj per logged step.
+SHARES_JS = """() => { const g = document.querySelector('.jp-OutputArea-output .js-plotly-plot');
+    if (!g || !g.data) return null;
+    return g.data.filter(d => typeof d.meta === 'string' && d.meta.startsWith('share:'))
+        .map(d => [d.meta.slice(6), d.y && d.y.length ? Number(d.y[d.y.length - 1]) : null]); }"""
 
 
 def _static_notebook() -> dict:
@@ -133,6 +140,11 @@ def _paths(page, subplot: str) -> list[str]:
                                      "els => els.map(e => e.getAttribute('d') || '')")
 
 
+def _shares(page) -> dict[str, float]:
+    """The newest weighted trace share per term, e.g. ``{"u": 0.01, "r": 0.99}``."""
+    return {term: y for term, y in page.evaluate(SHARES_JS) or [] if y is not None}
+
+
 def _texts(page) -> list[str]:
     """The dashboard's text widgets (counter, status, error), for failure messages."""
     return [t[:300] for t in page.locator(f"{OUTPUT} .widget-html").all_inner_texts() if t.strip()]
@@ -207,10 +219,13 @@ def test_dashboard_trains_live_in_jupyterlab(page, jupyter):
     _until(lambda: _paths(page, "x4y4") != spectra_before, 60, "the spectrum to be redrawn")
     _until(lambda: _step(page) >= 5_000, 120, "5,000 steps")
 
-    weights_before = _paths(page, "x2y2")
+    weights_before, unweighted = _paths(page, "x2y2"), _shares(page)
+    assert len(unweighted) == 2 and unweighted["u"] < 0.1 < unweighted["r"], unweighted  # the boundary starves
     page.locator(f"{OUTPUT} button:has-text('NTK (Alg. 1)')").first.click()
     toggled_at = _step(page)
     _until(lambda: _paths(page, "x2y2") != weights_before, 60, f"the weights curve to change ({_texts(page)})")
+    balanced = lambda s: len(s) == 2 and all(abs(v - 0.5) < 1e-3 for v in s.values())  # noqa: E731
+    _until(lambda: balanced(_shares(page)), 60, f"Algorithm 1 to balance the trace shares ({_shares(page)})")
     _until(lambda: _step(page) > toggled_at + 5_000, 120, "5,000 more steps after the toggle")
     # the weights axis now reaches lambda_u ~ 10^2..10^3 (it spanned 1 before the toggle)
     ticks = page.eval_on_selector_all(f"{OUTPUT} .yaxislayer-above .y2tick text", "els => els.map(e => e.textContent)")
