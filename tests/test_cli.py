@@ -149,11 +149,11 @@ def test_unwritable_out_dir_exit_2_before_training(tmp_path, monkeypatch):
 def test_help_lists_every_subcommand_and_option():
     code, stdout, _ = run_main(["--help"])
     assert code == 0
-    for command in ("train", "ntk-weights", "report", "reproduce"):
+    for command in ("train", "ntk-weights", "report", "reproduce", "lecture"):
         assert command in stdout
     parser = cli.build_parser()
     subparsers = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    assert set(subparsers.choices) == {"train", "ntk-weights", "report", "reproduce"}
+    assert set(subparsers.choices) == {"train", "ntk-weights", "report", "reproduce", "lecture"}
     for name, sub in subparsers.choices.items():
         code, text, _ = run_main([name, "--help"])
         assert code == 0
