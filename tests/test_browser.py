@@ -4,7 +4,8 @@ Opens ``notebooks/00_lab.ipynb``, runs its cells up to the dashboard, presses Ru
 counter and the NTK spectrum to update in the page, switches the weighting on, checks that the weights
 panel changes and that the weighted trace shares become equal (Algorithm 1 balances lambda_i Tr K_ii) while
 training continues, pauses, and saves a screenshot to ``docs/lab.png`` (used by the
-README). A second test checks the ``backend="static"`` fallback the same way. The server works on a
+README). A second test checks the ``backend="static"`` fallback the same way; a third runs three labs in one
+notebook (two Poisson, then a wave lab) and checks that every figure draws. The server works on a
 copy of the notebook in a temporary directory, so nothing it saves lands in the repository.
 Skipped only when chromium or playwright are missing (CI installs both; never ``playwright install``).
 """
@@ -32,6 +33,11 @@ NOTEBOOK = "notebooks/00_lab.ipynb"
 SCREENSHOT = REPO / "docs" / "lab.png"
 CELLS_TO_DASHBOARD = 5  # title, Colab install, imports, section text, `lab = Lab(...); lab`
 STATIC_NOTEBOOK = "notebooks/static_lab.ipynb"
+MULTI_NOTEBOOK = "notebooks/three_labs.ipynb"
+# Three dashboards in one notebook: a user saw the third (a wave lab after two Poisson labs) draw an empty figure.
+MULTI_CELLS = ('from pinnlab.lab import Lab\n\na = Lab("poisson", width=16)\na',
+               'b = Lab("poisson", seed=1, width=16)\nb',
+               'c = Lab("wave", width=16, n_b=30, n_r=30, n_ntk=12)\nc')
 OUTPUT = ".jp-OutputArea-output"
 # The newest value of each weighted trace share: the dashboard's traces with meta "share:<term>" hold
 # lambda_i Tr K_ii / sum_j lambda_j Tr K_jj per logged step.
@@ -41,13 +47,17 @@ SHARES_JS = """() => { const g = document.querySelector('.jp-OutputArea-output .
         .map(d => [d.meta.slice(6), d.y && d.y.length ? Number(d.y[d.y.length - 1]) : null]); }"""
 
 
-def _static_notebook() -> dict:
-    """A one-cell notebook showing the lab with the static backend (re-rendered plain figures)."""
-    source = 'from pinnlab.lab import Lab\n\nlab = Lab("poisson", backend="static")\nlab'
+def _notebook(*sources: str, name: str = "cell") -> dict:
+    """A notebook with one code cell per source, no outputs."""
     return {"nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": {"name": "python3", "language": "python",
                                                                             "display_name": "Python 3"}},
-            "cells": [{"cell_type": "code", "id": "static-lab", "metadata": {}, "execution_count": None,
-                       "outputs": [], "source": source}]}
+            "cells": [{"cell_type": "code", "id": f"{name}-{i}", "metadata": {}, "execution_count": None,
+                       "outputs": [], "source": source} for i, source in enumerate(sources)]}
+
+
+def _static_notebook() -> dict:
+    """A one-cell notebook showing the lab with the static backend (re-rendered plain figures)."""
+    return _notebook('from pinnlab.lab import Lab\n\nlab = Lab("poisson", backend="static")\nlab', name="static-lab")
 
 
 def _free_port() -> int:
@@ -95,6 +105,7 @@ def jupyter(tmp_path_factory):
     (root / "notebooks").mkdir(parents=True)
     shutil.copy(REPO / NOTEBOOK, root / NOTEBOOK)
     (root / STATIC_NOTEBOOK).write_text(json.dumps(_static_notebook()))
+    (root / MULTI_NOTEBOOK).write_text(json.dumps(_notebook(*MULTI_CELLS, name="lab")))
     port, token = _free_port(), secrets.token_hex(16)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))),
            "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
@@ -128,7 +139,7 @@ def jupyter(tmp_path_factory):
 
 
 def _step(page) -> int:
-    """The step shown by the dashboard's counter."""
+    """The step shown by the dashboard's counter (the first one in ``page``, a page or a cell's locator)."""
     text = page.locator(f"{OUTPUT} .widget-html:has-text('steps/s')").first.inner_text()
     match = re.search(r"step ([\d,]+)", text)
     return int(match.group(1).replace(",", "")) if match else -1
@@ -259,4 +270,36 @@ def test_static_backend_rerenders_in_jupyterlab(page, jupyter):
     page.locator(f"{OUTPUT} button:has-text('Pause')").first.click()
     _until(lambda: page.locator(f"{OUTPUT} button:has-text('Run')").count() > 0, 30, "Pause to act")
     assert page.locator(f"{OUTPUT} .js-plotly-plot").count() == 1  # re-rendered in place, not appended
+    assert not [e for e in errors if "pinnlab" in e or "plotly" in e.lower()], errors
+
+
+def _cell_lines(page, index: int) -> list[str]:
+    """The SVG path data of every line in the figure of code cell ``index``."""
+    lines = page.locator(".jp-Notebook .jp-CodeCell").nth(index).locator(f"{OUTPUT} .scatterlayer path.js-line")
+    return lines.evaluate_all("els => els.map(e => e.getAttribute('d') || '')")
+
+
+def test_three_labs_in_one_notebook_all_draw(page, jupyter):
+    console: list[str] = []  # the browser console's errors, for the failure message
+    page.on("console", lambda m: console.append(m.text[:300]) if m.type == "error" else None)
+    errors = _open_and_run(page, jupyter, MULTI_NOTEBOOK, len(MULTI_CELLS) - 1)
+    cells = page.locator(".jp-Notebook .jp-CodeCell")
+    for i in range(len(MULTI_CELLS)):
+        cell = cells.nth(i)
+        cell.locator(f"{OUTPUT} button:has-text('Run')").first.wait_for(timeout=240_000)
+        cell.scroll_into_view_if_needed()  # as a user would (JupyterLab may skip painting off-screen cells)
+        _until(lambda: any(len(d) > 50 for d in _cell_lines(page, i)), 90,
+               f"lab {i + 1} of {len(MULTI_CELLS)} to draw its step-0 figure (page errors {errors}, console {console})")
+    assert page.locator(f".jp-Notebook {OUTPUT} .js-plotly-plot").count() == len(MULTI_CELLS)
+
+    third = cells.nth(len(MULTI_CELLS) - 1)
+    third.scroll_into_view_if_needed()
+    before = _cell_lines(page, len(MULTI_CELLS) - 1)
+    third.locator(f"{OUTPUT} button:has-text('Run')").first.click()
+    _until(lambda: _step(third) > 0, 120, "the wave lab's step counter to move")
+    _until(lambda: _cell_lines(page, len(MULTI_CELLS) - 1) != before, 60, "the wave lab's figure to be redrawn")
+    third.locator(f"{OUTPUT} button:has-text('Pause')").first.click()
+    _until(lambda: third.locator(f"{OUTPUT} button:has-text('Run')").count() > 0, 30, "Pause to act")
+    for i in range(len(MULTI_CELLS) - 1):  # the first two labs still show their figures
+        assert any(len(d) > 50 for d in _cell_lines(page, i)), i
     assert not [e for e in errors if "pinnlab" in e or "plotly" in e.lower()], errors
