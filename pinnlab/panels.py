@@ -28,8 +28,10 @@ KERNEL_COLOR, EXACT_COLOR, PREDICTION_COLOR, NEUTRAL = "#000000", "#000000", "#9
 NOISE_FLOOR = 1e-7
 FAINT = 0.35
 # Log axes label every tick with its value (1e+2, 5e+2), never a bare "5" that means 500, and few of them.
-LOG_AXIS = dict(type="log", tickformat=".0e", nticks=6)
+LOG_AXIS = dict(type="log", tickformat=".0e", nticks=4)
 INDEX_AXIS = dict(type="log", tickformat="d", nticks=6, title="eigenvalue index")
+# Linear axes of small numbers: 5e-4, not "500µ".
+LINEAR_AXIS = dict(exponentformat="e")
 STEP_AXIS = dict(title="step")
 
 
@@ -271,7 +273,7 @@ def _step_axes(title: str) -> Callable[[RunView], tuple[dict, dict]]:
 
 
 def _field_axes(y1d: str) -> Callable[[RunView], tuple[dict, dict]]:
-    return lambda v: (dict(title=v.coords[0]), dict(title=v.coords[1] if v.two_d else y1d))
+    return lambda v: (dict(title=v.coords[0]), dict(LINEAR_AXIS, title=v.coords[1] if v.two_d else y1d))
 
 
 LOSSES = Panel("loss L_i per term", losses, _step_axes("loss"), per_step=True)

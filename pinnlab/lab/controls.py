@@ -26,6 +26,8 @@ PRESENTATION_CSS = f"""<style>
 .{PRESENTATION_CLASS} .widget-toggle-buttons button {{ font-size: 17px; height: 38px; }}
 .{PRESENTATION_CLASS} .widget-html-content, .{PRESENTATION_CLASS} .widget-label {{ font-size: 17px; }}
 .{PRESENTATION_CLASS} .pinnlab-caption .widget-html-content {{ font-size: 18px; line-height: 1.3; }}
+.{PRESENTATION_CLASS} .widget-toggle-buttons > .widget-label {{ display: none; }}
+.{PRESENTATION_CLASS} .widget-toggle-buttons button {{ width: auto !important; padding: 0 12px; }}
 </style>"""
 _PARAM_HELP = {"a": "u = sin(a π x)", "c": "wave speed c", "k": "diffusivity k"}
 
@@ -110,7 +112,7 @@ class Controls:
         self.presenting = w.ToggleButton(description="presentation", icon="desktop", value=False,
                                          tooltip="big fonts, one row of controls, everything in 1280 x 720",
                                          layout=w.Layout(width="130px"))
-        self.counter = w.HTML(layout=w.Layout(min_width="420px"))
+        self.counter = w.HTML(layout=w.Layout(min_width="380px"))
         self.status = w.HTML()
         self.error = w.HTML()
         self.replay = w.IntSlider(min=0, max=0, value=0, description="replay", continuous_update=True,

@@ -210,6 +210,7 @@ class Lab:
         self._layout_name = self._model.layout = name
         self.figure.update_layout(self._model.size_layout(name))
         self._arrange()
+        self._update_counters()
 
     def _wire(self) -> None:
         c = self.controls
@@ -570,10 +571,11 @@ class Lab:
         ntk_ms = "" if run.spectra_seconds is None else f" {run.spectra_seconds * 1e3:.0f} ms"
         tip = html.escape(NTK_HELP.get(run.ntk_method, ""))  # escapes the quote of "layer's" too
         budget = f" / {self.scheduler.budget:,}" if self.scheduler.budget else ""
+        ntk = ("" if self._layout_name == "presentation" else  # one line on a projector: the essentials only
+               f" &nbsp;·&nbsp; <span title='chunk of {run.chunk} steps, {ms:.0f} ms; {tip}'>NTK "
+               f"{run.ntk_method}{ntk_ms}</span>")
         c.counter.value = (f"<span style='font-size:1.3em;font-weight:600'>step {self.step:,}{budget}</span>"
-                           f" &nbsp;·&nbsp; {self.steps_per_second:,.0f} steps/s &nbsp;·&nbsp; rel. L2 {errors}"
-                           f" &nbsp;·&nbsp; <span title='chunk of {run.chunk} steps, {ms:.0f} ms; {tip}'>NTK "
-                           f"{run.ntk_method}{ntk_ms}</span>")
+                           f" &nbsp;·&nbsp; {self.steps_per_second:,.0f} steps/s &nbsp;·&nbsp; rel. L2 {errors}{ntk}")
         frames = len(run.keyframes)
         with c.quiet():
             c.replay.max = frames - 1

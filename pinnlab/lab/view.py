@@ -87,7 +87,7 @@ class View:
                       template="plotly_white", width=size["width"], height=size["height"],
                       font=dict(size=size["font"]), uirevision=f"lab-{self.revision}",
                       margin=dict(l=70, r=80 if self.two_d else 20, t=115, b=50),
-                      legend=dict(orientation="h", x=0, y=1.06, yanchor="bottom", font=dict(size=size["font"] - 1)))
+                      legend=dict(orientation="h", x=0, y=1.06, yanchor="bottom", font=dict(size=size["font"])))
         for annotation in fig.layout.annotations:  # subplot titles: the figure's font, a little smaller
             annotation.font = dict(size=size["font"] - 1)
         if self.two_d:
@@ -108,7 +108,7 @@ class View:
         """The layout properties that change between the notebook and presentation layouts."""
         size = SIZES[layout]
         return {"width": size["width"], "height": size["height"], "font.size": size["font"],
-                "title.font.size": size["title"], "legend.font.size": size["font"] - 1}
+                "title.font.size": size["title"], "legend.font.size": size["font"]}
 
     # -- per frame ------------------------------------------------------------------------------------
     def updates(self, views: list[RunView], keyframe: bool) -> list[tuple[int, dict]]:
