@@ -23,6 +23,16 @@ JSON object with
   (``--blas-threads``; the eigenvalues run in OpenBLAS's LAPACK). ``ntk_frame`` times the core calls
   as they are; the keyframe runs the lab's own path, which solves the eigenvalues on one BLAS thread
   whatever the setting (:mod:`pinnlab.lab.threads`). Target: >= 20 frames/s for the default lab.
+* ``first_cell`` (``--only first_cell``; also written to ``benchmarks/results_first_cell_cpu.json``):
+  seconds from sending ``import pinnlab; lab = pinnlab.Lab("poisson"); lab`` to a fresh ipykernel
+  (``jupyter_client``) until its result with the dashboard's widget view arrives, medians of
+  ``--kernels`` fresh kernels, with JAX's compilation cache warm (one untimed kernel fills it) and
+  cold (an empty cache per kernel). "before" runs plotly's stock ``go.FigureWidget`` and its eager
+  imports (``PINNLAB_PLAIN_FIGUREWIDGET=1``), "after" pinnlab's :mod:`pinnlab.lab.widget`, alternated.
+  A second cell kind, ``staged``, does the same work with the imports spelled out, timing each stage
+  in the kernel (jax, flax, pinnlab's core, ipywidgets, plotly, the dashboard modules, the
+  FigureWidget, building the Lab split into its controls, runs (trainer build, first keyframe,
+  compilation), figure and first draw, then the display). Target: <= 5 s warm.
 """
 
 from __future__ import annotations
@@ -227,6 +237,149 @@ def summarise_throughput(result: dict) -> dict:
             **{k: v for k, v in result.items() if k != "rates"}}
 
 
+# -- first cell ---------------------------------------------------------------------------------------------
+FIRST_CELL = 'import pinnlab; lab = pinnlab.Lab("poisson"); lab'
+# The first cell's work with its imports in the order it performs them, each stage stamped in the kernel
+# (time.time(), comparable with this process's clock); the Lab's own steps timed by wrapping its methods.
+STAGED_CELL = r"""
+import json as _json, time as _time
+_stamps = [("start", _time.time())]
+_mark = lambda name: _stamps.append((name, _time.time()))
+import jax; _mark("import jax")
+import flax, optax; _mark("import flax, optax")
+import pinnlab; _mark("import pinnlab (core)")
+import ipywidgets; _mark("import ipywidgets")
+import plotly.graph_objects, plotly.subplots; _mark("import plotly.graph_objects, plotly.subplots")
+import pinnlab.lab; _mark("import pinnlab.lab (dashboard modules)")
+import pinnlab.lab.widget; pinnlab.lab.widget.go.FigureWidget; _mark("import plotly FigureWidget (pinnlab.lab.widget)")
+_parts = {}
+def _timed(cls, name, label):
+    f = getattr(cls, name, None)
+    if f is None:
+        return
+    def wrapper(*a, **k):
+        t = _time.perf_counter()
+        try:
+            return f(*a, **k)
+        finally:
+            _parts[label] = _parts.get(label, 0.0) + _time.perf_counter() - t
+    setattr(cls, name, wrapper)
+from pinnlab.lab import dashboard as _d, controls as _c
+import plotly.basewidget as _bw
+_timed(_c.Controls, "__init__", "controls (ipywidgets)")
+_timed(_d.Lab, "_build_runs", "runs: trainer build, first keyframe, compilation")
+_timed(_d.Lab, "_new_figure", "figure: View and FigureWidget")
+_timed(_bw.BaseFigureWidget, "__init__", "of which FigureWidget(fig), its comm open included")
+_timed(_d.Lab, "_draw", "first draw")
+lab = pinnlab.Lab("poisson"); _mark("build the Lab")
+print("STAGES" + _json.dumps({"stamps": _stamps, "build_parts": _parts}))
+lab
+"""
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def time_first_cell(code: str, env: dict, timeout: float = 600) -> dict:
+    """A fresh kernel runs ``code``; seconds from sending it to the result that holds a widget view."""
+    from jupyter_client import KernelManager
+
+    t0 = time.perf_counter()
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel(env=env)
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=120)
+        out: dict = {"kernel_start_s": time.perf_counter() - t0}
+        sent = time.time()
+        msg_id = kc.execute(code)
+        stream, deadline, comm_bytes = [], time.monotonic() + timeout, 0
+        while time.monotonic() < deadline:
+            msg = kc.get_iopub_msg(timeout=max(1.0, deadline - time.monotonic()))
+            now = time.time()
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "comm_open":
+                comm_bytes += len(json.dumps(content, default=str))
+                out.setdefault("first_comm_open_s", now - sent)
+                if "AnyModel" in json.dumps(content.get("data", {}).get("state", {}).get("_model_name", "")):
+                    out["figure_comm_open_s"] = now - sent  # the FigureWidget's model (its ~5 MB of JS)
+            elif kind == "stream":
+                stream.append(content["text"])
+            elif kind == "error":
+                out["error"] = "\n".join(content["traceback"])[-1500:]
+                break
+            elif kind in ("execute_result", "display_data") and WIDGET_VIEW in content.get("data", {}):
+                out["display_s"] = now - sent
+                out["display_wall"] = now
+            elif kind == "status" and content["execution_state"] == "idle":
+                out["idle_s"] = now - sent
+                break
+        out["comm_open_mib"] = comm_bytes / 2**20
+        line = next((x for x in "".join(stream).splitlines() if x.startswith("STAGES")), None)
+        if line:
+            out.update(staged_breakdown(json.loads(line[len("STAGES"):]), sent, out.get("display_wall")))
+        out.pop("display_wall", None)
+        return out
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def staged_breakdown(stages: dict, sent: float, display_wall: float | None) -> dict:
+    """Seconds per stage of :data:`STAGED_CELL` from its stamps (the Lab's build split by its parts)."""
+    stamps = stages["stamps"]
+    out = {"until the cell starts": stamps[0][1] - sent}
+    out.update({name: t - prev for (_, prev), (name, t) in zip(stamps[:-1], stamps[1:])})
+    if display_wall is not None:
+        out["display (the result reaches the client)"] = display_wall - stamps[-1][1]
+    build = out.get("build the Lab", 0.0)
+    parts = stages["build_parts"]
+    rest = build - sum(v for k, v in parts.items() if not k.startswith("of which"))
+    return {"stages_s": out, "build_parts_s": {**parts, "rest of the build": rest}}
+
+
+def first_cell(kernels: int) -> dict:
+    """Before (stock FigureWidget) vs after (pinnlab.lab.widget), warm and cold cache, alternated."""
+    variants = {"before": {"PINNLAB_PLAIN_FIGUREWIDGET": "1"}, "after": {"PINNLAB_PLAIN_FIGUREWIDGET": "0"}}
+    cells = {"first_cell": FIRST_CELL, "staged": STAGED_CELL}
+    runs: dict = {f"{cache}/{cell}/{v}": [] for cache in ("warm", "cold") for cell in cells for v in variants}
+    with tempfile.TemporaryDirectory() as warm_home:
+        out: dict = {"cell": FIRST_CELL, "kernels": kernels, "env": environment(),
+                     "warmup": time_first_cell(FIRST_CELL, {**child_env(warm_home), **variants["after"]})}
+        for _ in range(kernels):
+            for cache in ("warm", "cold"):
+                for cell, code in cells.items():
+                    for variant, extra in variants.items():
+                        with tempfile.TemporaryDirectory() as cold_home:
+                            home = warm_home if cache == "warm" else cold_home
+                            env = {**child_env(home), **extra}
+                            result = time_first_cell(code, env)
+                        result["load_average_1min"] = round(os.getloadavg()[0], 2)
+                        runs[f"{cache}/{cell}/{variant}"].append(result)
+                        print(f"first_cell {cache}/{cell}/{variant}: {result.get('display_s', result.get('error'))}",
+                              file=sys.stderr, flush=True)
+    out["runs"] = runs
+    out["summary"] = {key: summarise_first_cell(results) for key, results in runs.items()}
+    out["env"]["load_average_1min_end"] = round(os.getloadavg()[0], 2)
+    out["target_s"] = 5.0
+    return out
+
+
+def summarise_first_cell(results: list[dict]) -> dict:
+    """Medians over kernels: the display time, the kernel start, and each stage of the staged cell."""
+    ok = [r for r in results if "display_s" in r]
+    out: dict = {"display_s_median": median([r["display_s"] for r in ok]) if ok else None,
+                 "display_s": [r.get("display_s") for r in results],
+                 "kernel_start_s_median": median([r["kernel_start_s"] for r in results]),
+                 "failed": len(results) - len(ok)}
+    for key in ("stages_s", "build_parts_s"):
+        rows = [r[key] for r in ok if key in r]
+        if rows:
+            out[key + "_median"] = {name: median([row[name] for row in rows if name in row]) for name in rows[0]}
+    return out
+
+
 # -- main ---------------------------------------------------------------------------------------------------
 def child_env(cache_home: str) -> dict:
     return {**os.environ, "XDG_CACHE_HOME": cache_home,
@@ -265,7 +418,10 @@ def main() -> None:
     parser.add_argument("--ntk-cases", nargs="*", default=list(NTK_CASES), choices=NTK_CASES, help="labs of ntk_frame")
     parser.add_argument("--blas-threads", nargs="*", default=["default", "1"],
                         help="OPENBLAS_NUM_THREADS of the ntk_frame children ('default': unset)")
-    parts = ["first_frame", "throughput", "wave_rss", "ntk_frame"]
+    parser.add_argument("--kernels", type=int, default=3, help="fresh kernels per first_cell variant")
+    parser.add_argument("--first-cell-out", default=str(HERE.parent / "results_first_cell_cpu.json"),
+                        help="where first_cell's result is also written")
+    parts = ["first_frame", "throughput", "wave_rss", "ntk_frame", "first_cell"]
     parser.add_argument("--only", nargs="*", default=parts, choices=parts, help="parts to run")
     parser.add_argument("--child", choices=["first-frame", "wave-rss", "ntk-frame"], help=argparse.SUPPRESS)
     parser.add_argument("--case", choices=NTK_CASES, help=argparse.SUPPRESS)
@@ -281,7 +437,7 @@ def main() -> None:
         return
     if args.quick:
         args.warm_starts, args.steps, args.repeats, args.wave_seconds = 1, 5_000, 2, 5.0
-        args.ntk_repeats, args.ntk_paper_repeats = 3, 1
+        args.ntk_repeats, args.ntk_paper_repeats, args.kernels = 3, 1, 1
 
     t0 = time.perf_counter()
     out: dict = {"env": environment()}
@@ -301,6 +457,9 @@ def main() -> None:
         if "ntk_frame" in args.only:
             out["ntk_frame"] = ntk_frames(cache_home, args.ntk_cases, args.blas_threads, args.ntk_repeats,
                                           args.ntk_paper_repeats)
+    if "first_cell" in args.only:  # its own caches: one warmed, one empty per cold kernel
+        out["first_cell"] = first_cell(args.kernels)
+        Path(args.first_cell_out).write_text(json.dumps(out["first_cell"], indent=1) + "\n")
     out["env"]["load_average_1min_end"] = round(os.getloadavg()[0], 2)
     out["total_seconds"] = time.perf_counter() - t0
     print_json(out)
