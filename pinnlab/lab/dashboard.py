@@ -33,6 +33,7 @@ from pinnlab.lab.run import LiveRun
 from pinnlab.lab.scheduler import Outcome, Scheduler
 from pinnlab.lab.state import LIVE, PRESETS, LabState, preset, resolve
 from pinnlab.lab.view import DASHES, View
+from pinnlab.lab.widget import figure_widget  # first: it imports plotly's renderers without nbformat
 
 log = logging.getLogger("pinnlab.lab")
 
@@ -169,11 +170,6 @@ class Lab:
         fig = self._model.figure
         if self.backend == "static":
             return fig
-        try:  # TEMPORARY until pinnlab/lab/widget.py lands
-            from pinnlab.lab.widget import figure_widget  # a FigureWidget that acknowledges what it drew
-        except ImportError:
-            import plotly.graph_objects as go
-            figure_widget = go.FigureWidget
         return figure_widget(fig)
 
     def _rebuild_figure(self) -> None:
