@@ -646,3 +646,28 @@ def test_the_presentation_layout_puts_the_key_controls_in_one_row():
     assert "pinnlab-presentation" not in lab.widget._dom_classes
     with pytest.raises(ValueError, match="layout"):
         Lab("poisson", layout="slides")
+
+
+def test_a_control_changed_on_another_thread_acts_on_the_loop_between_chunks():
+    import threading
+
+    lab = Lab("poisson", budget=0, **SMALL)
+    applied = []
+    set_rule = lab.trainer.set_rule
+    lab.trainer.set_rule = lambda rule: applied.append(threading.get_ident()) or set_rule(rule)
+
+    async def scenario():
+        lab._loop, lab._thread = asyncio.get_running_loop(), threading.get_ident()  # as built in a kernel
+        lab.play()
+        await until(lambda: lab.step > 500)
+        worker = threading.Thread(target=lambda: setattr(lab.controls.live["rule"], "value", "ntk"))
+        worker.start()  # as a widget message on a kernel subshell
+        worker.join()
+        await until(lambda: lab.trainer.rule == "ntk")
+        await until(lambda: lab.history.curve("weights")[-1, 0] > 10)
+        lab.pause()
+        await until(lambda: not tasks.alive())
+
+    asyncio.run(scenario())
+    assert applied == [threading.get_ident()]  # applied on the loop's thread, not the widget's
+    assert lab.trainer.state.weights[0] > 10 and lab.status.startswith("paused")

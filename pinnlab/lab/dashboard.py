@@ -18,6 +18,7 @@ import dataclasses
 import html
 import json
 import logging
+import threading
 import time
 import traceback
 from collections import deque
@@ -127,6 +128,11 @@ class Lab:
         self._static_cost, self._last_static = 0.0, -1e9
         self._drawn_key, self._demo, self._demo_plain_error = None, None, float("nan")
         self.status = ""
+        try:  # the kernel's loop and thread: widget callbacks from other threads hop onto them (see _guard)
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+        self._thread = threading.get_ident()
         self.controls = Controls(len(states))
         self.runs = self._build_runs(states)
         self._apply_budget()
@@ -474,6 +480,8 @@ class Lab:
                            f"{snap.diverged:,}; back at step {run.step:,}. Lower lr × and press Run, or Reset")
         now = time.perf_counter()
         self._rate.append((now, self.step))
+        if self.status.startswith("compiling") and self.error is None:
+            self._status("running")
         if self._keyframe_due(now) or message:
             for run in self.runs:
                 run.keyframe(spectra=True)
@@ -605,7 +613,20 @@ class Lab:
         self._status("error (details below)")
 
     def _guard(self, action, *args) -> None:
-        """Run a widget callback; show its error in the dashboard instead of losing it in the kernel log."""
+        """Run a widget callback on the kernel's event loop, between chunks; show its error in the dashboard
+        instead of losing it in the kernel log.
+
+        Why the hop: JupyterLab 4.6 with ipykernel 7 can deliver widget messages on a kernel subshell, i.e.
+        on another thread while a chunk trains. A rule switch written there was overwritten by the chunk
+        in flight (the weights stayed at Algorithm 1's values after "off"; benchmarks/bench_click.py).
+        """
+        loop = self._loop
+        if loop is not None and threading.get_ident() != self._thread and loop.is_running():
+            loop.call_soon_threadsafe(self._guarded, action, *args)
+        else:
+            self._guarded(action, *args)
+
+    def _guarded(self, action, *args) -> None:
         try:
             action(*args)
         except Exception as e:

@@ -113,7 +113,7 @@ class Scheduler:
         step = self.host.step
         if self._pause:
             return Outcome("paused", step)
-        if armed and self.budget is not None and step >= self.budget:
+        if armed and self.budget is not None and step >= self.budget:  # the budget may change while running
             return Outcome("budget", step)
         if not self._play and not self._waiters:
             return Outcome("done", step)
@@ -127,7 +127,7 @@ class Scheduler:
         try:
             await asyncio.sleep(0)
             while (outcome := self._stop_reason(armed)) is None:
-                limit = self.budget - self.host.step if armed else None
+                limit = self.budget - self.host.step if armed and self.budget is not None else None
                 diverged = self.host.train_round(limit)
                 self._release(lambda target: self.host.step >= target, Outcome("done", self.host.step))
                 if diverged is not None:
