@@ -42,7 +42,7 @@ class View:
         self.two_d = views[0].two_d
         self.cells = self._cells(len(views))
         self.index: dict[tuple, int] = {}
-        self._budget: int | None = None
+        self._sent: dict[tuple[int, str], object] = {}  # the data last sent per (trace, property)
         self._figure = self._build(views)
 
     def _cells(self, runs: int) -> list[tuple[Panel, tuple[int, ...]]]:
@@ -112,7 +112,11 @@ class View:
 
     # -- per frame ------------------------------------------------------------------------------------
     def updates(self, views: list[RunView], keyframe: bool) -> list[tuple[int, dict]]:
-        """The changed data of every trace: per-step panels always, keyframe panels if ``keyframe``."""
+        """The changed data of every trace: per-step panels always, keyframe panels if ``keyframe``.
+
+        A property equal to what was last sent is left out: the exact solution's contours and the grids
+        never change, and a browser redraws (and re-contours) whatever it is sent.
+        """
         out = []
         for c, (panel, runs) in enumerate(self.cells):
             if not (panel.per_step or keyframe):
@@ -120,9 +124,21 @@ class View:
             for r in runs:
                 for trace in panel.traces(views[r]):
                     index = self.index.get((c, r, trace["key"]))
-                    if index is not None:
-                        out.append((index, {k: trace[k] for k in DATA_KEYS if k in trace}))
+                    if index is None:
+                        continue
+                    props = {k: trace[k] for k in DATA_KEYS if k in trace and not self._same(index, k, trace[k])}
+                    if props:
+                        out.append((index, props))
         return out
+
+    def _same(self, index: int, key: str, value) -> bool:
+        """Whether ``value`` equals what was last sent for this trace property (and remember it if not)."""
+        old = self._sent.get((index, key))
+        same = old is not None and (old == value if isinstance(value, str) else
+                                    np.shape(old) == np.shape(value) and np.array_equal(old, value, equal_nan=True))
+        if not same:
+            self._sent[(index, key)] = value
+        return same
 
     def shapes(self, budgets: list[int], replay_step: int | None) -> list[dict]:
         """Dashed lines at the step budgets and a dotted one at the replayed step, on the per-step panels."""
