@@ -29,7 +29,7 @@ NOISE_FLOOR = 1e-7
 FAINT = 0.35
 # Log axes label every tick with its value (1e+2, 5e+2), never a bare "5" that means 500, and few of them.
 LOG_AXIS = dict(type="log", tickformat=".0e", nticks=4)
-INDEX_AXIS = dict(type="log", tickformat="d", nticks=6, title="eigenvalue index")
+INDEX_AXIS = dict(type="log", tickvals=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000], title="eigenvalue index")
 # Linear axes of small numbers: 5e-4, not "500µ".
 LINEAR_AXIS = dict(exponentformat="e")
 STEP_AXIS = dict(title="step")
