@@ -152,3 +152,21 @@ def h() -> type[Helpers]:
 def problem(request):
     """Each registered problem (shared instance, small point counts)."""
     return small_problem(request.param)
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's chromium, driven by Python playwright (never `playwright install`)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless chromium for the browser tests (JupyterLab and Voila); skipped without chromium/playwright."""
+    from pathlib import Path
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Python playwright is not installed")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM,
+                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield b
+        b.close()

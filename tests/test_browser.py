@@ -28,7 +28,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
 NOTEBOOK = "notebooks/00_lab.ipynb"
 SCREENSHOT = REPO / "docs" / "lab.png"
 CELLS_TO_DASHBOARD = 5  # title, Colab install, imports, section text, `lab = Lab(...); lab`
@@ -78,18 +77,6 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen) -> None:
         except OSError:
             time.sleep(0.3)
     raise TimeoutError(f"jupyter lab did not answer {url} within {timeout:.0f} s")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Python playwright is not installed")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM,
-                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,6 @@ from pinnlab import lecture
 from pinnlab.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
 SHARES_JS = """() => { const g = document.querySelector('.js-plotly-plot');
     if (!g || !g.data) return null;
     return g.data.filter(d => typeof d.meta === 'string' && d.meta.startsWith('share:'))
@@ -139,18 +138,6 @@ def test_the_url_preset_reaches_the_kernel(server):
         body = r.read().decode()
     assert "unknown preset" in body and "nope" in body and "wave_paper" in body
     assert "lecture_lab" not in body  # the code is hidden
-
-
-@pytest.fixture
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Python playwright is not installed")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM,
-                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield b
-        b.close()
 
 
 def _step(page) -> int:
