@@ -342,8 +342,7 @@ class Lab:
         :class:`~pinnlab.lab.scheduler.Outcome`: ``"done"``, or why training stopped first (``"paused"``,
         ``"budget"``, ``"diverged"``, ``"reset"``, ``"stopped"``). Errors are raised.
         """
-        pending = [target for target, _ in self.scheduler._waiters]
-        target = max([self.step, *pending]) + _count(steps)
+        target = max([self.step, *self.scheduler.targets()]) + _count(steps)
         return await self.scheduler.run_to(target)
 
     def demo(self) -> None:
@@ -714,7 +713,7 @@ class Lab:
 
     def _reset_to(self, base: LabState, keep_running: bool | None = None) -> None:
         """Rebuild the runs from ``base``; a playing lab keeps playing unless ``keep_running`` is False."""
-        playing = self.scheduler.alive and self.scheduler._play if keep_running is None else keep_running
+        playing = self.scheduler.playing if keep_running is None else keep_running
         states = [base.replace(**o) for o in self._overrides]
         self._status("rebuilding (compiles once)…")
         runs = self._build_runs(states)  # may raise: the old runs then stay as they were

@@ -69,6 +69,15 @@ class Scheduler:
         t = self.task
         return t is not None and not t.done() and not t.cancelling() and not self._pause
 
+    @property
+    def playing(self) -> bool:
+        """Whether the loop trains until paused (Run), rather than to the callers' step targets."""
+        return self.alive and self._play
+
+    def targets(self) -> list[int]:
+        """The step targets of the callers of :meth:`run_to` still waiting."""
+        return [target for target, _ in self._waiters]
+
     def _task_alive(self) -> bool:
         t = self.task
         return t is not None and not t.done() and not t.cancelling()
