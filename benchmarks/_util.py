@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -106,16 +105,9 @@ def run_child(argv: Sequence[str], timeout: float) -> dict:
 
 def environment() -> dict:
     """Machine and library versions, recorded with every result."""
-    import jax
+    from pinnlab.provenance import machine
 
-    return {
-        "jax": jax.__version__,
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "load_average_1min": round(os.getloadavg()[0], 2),
-    }
+    return {**machine(), "load_average_1min": round(os.getloadavg()[0], 2)}
 
 
 def print_json(obj: dict, compact: bool = False) -> None:

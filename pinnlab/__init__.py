@@ -1,27 +1,34 @@
 """pinnlab: why physics-informed neural networks fail to train, seen through the neural tangent kernel.
 
 The core (problems, nets, ntk, weighting, training, history) needs only jax, flax, optax and numpy.
-Plots, reports and widgets are imported lazily, on first use.
+Every name here is imported on first use, so ``import pinnlab`` (and the ``pinnlab`` command before it
+parses its arguments) costs nothing; plots, reports and widgets load only when asked for.
 """
 
-from pinnlab import derivatives, ensemble, ntk, spectrum, weighting
-from pinnlab.history import History, Snapshot
-from pinnlab.nets import MLP, Net, NetConfig, convention, make_net
-from pinnlab.problems import PROBLEMS, Heat1D, Poisson1D, Problem, Term, Wave1D, make_problem
-from pinnlab.training import TrainConfig, Trainer, ntk_weights_at_init
+import importlib
 
 __version__ = "0.1.0"
 
+_NAMES = {
+    "History": "history", "Snapshot": "history",
+    "MLP": "nets", "Net": "nets", "NetConfig": "nets", "convention": "nets", "make_net": "nets",
+    "PROBLEMS": "problems", "Heat1D": "problems", "Poisson1D": "problems", "Problem": "problems",
+    "Term": "problems", "Wave1D": "problems", "make_problem": "problems",
+    "TrainConfig": "training", "Trainer": "training", "ntk_weights_at_init": "training",
+    "Lab": "lab",  # the dashboard (ipywidgets, plotly)
+}
+_MODULES = ("derivatives", "ensemble", "ntk", "spectrum", "weighting")
+
+__all__ = sorted([*_NAMES, *_MODULES])
+
 
 def __getattr__(name: str):
-    if name == "Lab":  # the dashboard (ipywidgets, plotly) is imported on first use only
-        from pinnlab.lab import Lab
-
-        return Lab
+    if name in _NAMES:
+        return getattr(importlib.import_module(f"pinnlab.{_NAMES[name]}"), name)
+    if name in _MODULES:
+        return importlib.import_module(f"pinnlab.{name}")
     raise AttributeError(f"module 'pinnlab' has no attribute {name!r}")
 
-__all__ = [
-    "MLP", "PROBLEMS", "Heat1D", "History", "Net", "NetConfig", "Poisson1D", "Problem", "Snapshot",
-    "Term", "TrainConfig", "Trainer", "Wave1D", "convention", "derivatives", "make_net", "make_problem",
-    "ensemble", "ntk", "ntk_weights_at_init", "spectrum", "weighting",
-]
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,7 +1,37 @@
-"""``python -m pinnlab``: the same as the ``pinnlab`` command."""
+"""``python -m pinnlab`` and the ``pinnlab`` command.
 
+The command's own module imports JAX, which takes seconds. A Ctrl-C during that import ends the process at
+once with one line: nothing exists yet to save, and a KeyboardInterrupt raised inside the import can land in
+one of JAX's garbage-collector callbacks, which would print a traceback and carry on.
+"""
+
+import os
+import signal
 import sys
 
-from pinnlab.cli import main
 
-sys.exit(main())
+def main() -> int:
+    """Entry point of the ``pinnlab`` console script; returns the exit code."""
+
+    def starting(signum, frame):
+        print("pinnlab: interrupted while starting; nothing written", file=sys.stderr, flush=True)
+        os._exit(130)
+
+    # an ignored SIGINT (a shell's background job) stays ignored, as Python itself does
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, starting)
+    from pinnlab.cli import main as run
+
+    if signal.getsignal(signal.SIGINT) is starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    code = run()
+    # Everything is written: a Ctrl-C pressed again while the interpreter shuts down (JAX's exit hooks take
+    # a moment) would only print a traceback from those hooks.
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

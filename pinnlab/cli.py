@@ -8,18 +8,21 @@
     pinnlab lecture wave                                    # the live dashboard as a Voila page, code hidden
 
 Exit codes: 0 done, 1 training diverged (files are still written), 2 bad input (one line on stderr),
-130 interrupted by Ctrl-C (what exists is written).
+3 an output file could not be written (one line on stderr; no temporary files are left), 130 interrupted
+by Ctrl-C, 143 by SIGTERM, 129 by SIGHUP (in each case what exists is written).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import math
-import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -27,10 +30,12 @@ from typing import Any, TextIO
 import numpy as np
 
 from pinnlab.cache import enable_compilation_cache
+from pinnlab.files import DirectoryLock, OutputBusy, WriteError, check_writable, to_json, write_files
 from pinnlab.history import History
 from pinnlab.nets import ACTIVATIONS, CONVENTIONS, INITS, PARAMETERIZATIONS, convention
 from pinnlab.problems import PROBLEMS, make_problem
-from pinnlab.training import OPTIMIZERS, TrainConfig, Trainer, ntk_weights_at_init
+from pinnlab.provenance import versions
+from pinnlab.training import OPTIMIZERS, TrainConfig, Trainer, check_size, ntk_weights_at_init
 from pinnlab.weighting import RULES
 
 # Per-problem defaults. ``update_every=None`` means once, at step 0: the paper's Poisson weights
@@ -58,12 +63,71 @@ per-problem defaults (any option overrides them):
            Algorithm 1 every 100 steps
 NTK spectra are recorded at steps 0 and the last step unless --spectra-at says otherwise.
 Writes OUT/metrics.json, OUT/history.json + history.npz and OUT/report.html (needs plotly:
-pip install pinnlab[report]). Exit codes: 0 done, 1 diverged, 2 bad input, 130 interrupted.
+pip install pinnlab[report]). Exit codes: 0 done, 1 diverged, 2 bad input, 3 write failed,
+130/143/129 interrupted by Ctrl-C/SIGTERM/SIGHUP (what exists is written).
 """
 
 
 class UsageError(Exception):
     """Bad input: reported as one line on stderr, exit code 2."""
+
+
+WRITE_FAILED = 3
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where Ctrl-C would be, so the run is saved the same way."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def interruptible():
+    """SIGTERM and SIGHUP (a scheduler, ``timeout``, a closed ssh session) act like Ctrl-C inside the block."""
+
+    def handler(signum, frame):
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Interrupted(signum)
+
+    with _handlers(handler, _ENDING):
+        yield
+
+
+@contextlib.contextmanager
+def deferred(caught: list[int]):
+    """Ctrl-C, SIGTERM and SIGHUP wait until the block ends (the final save); their numbers go in ``caught``."""
+
+    def handler(signum, frame):
+        if not caught:
+            print("pinnlab: saving the run first; it stops when the files are written", file=sys.stderr)
+        caught.append(signum)
+
+    with _handlers(handler, _ENDING):
+        yield
+
+
+_ENDING = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def _handlers(handler, signums):
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    old = {s: signal.signal(s, handler) for s in signums}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def exit_code(interrupt: KeyboardInterrupt | None) -> int:
+    """128 + the signal number, as a shell reports a process ended by it (130 for Ctrl-C)."""
+    return 128 + getattr(interrupt, "signum", signal.SIGINT)
 
 
 class Parser(argparse.ArgumentParser):
@@ -374,17 +438,25 @@ def train_config(args: argparse.Namespace, preset: dict, weights) -> TrainConfig
 
 
 def prepare_out(path: str) -> Path:
-    """Create the output directory and prove it is writable, before any training."""
-    out = Path(path).expanduser()
-    probe = out / ".pinnlab-write-test"
+    """Create the output directory and prove it is writable (a unique probe file), before any training."""
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"ok")
-        probe.unlink()
+        return check_writable(path)
     except OSError as e:
         reason = e.strerror or type(e).__name__
         raise UsageError(f"cannot write to --out {path!r} ({reason}); choose a writable directory") from None
-    return out
+
+
+@contextlib.contextmanager
+def locked(out: Path):
+    """Hold ``out`` for this run: a second run on the same directory is refused at once (exit code 2)."""
+    try:
+        lock = DirectoryLock(out).__enter__()
+    except OutputBusy as e:
+        raise UsageError(f"{e} (--out)") from None
+    try:
+        yield out
+    finally:
+        lock.__exit__(None, None, None)
 
 
 # -- progress -------------------------------------------------------------------------------------
@@ -442,7 +514,9 @@ def _setup(args: argparse.Namespace):
     try:
         problem = make_problem(args.problem, **problem_kwargs(args))
         preset = PRESETS[args.problem]
-        return problem, net_config(args, problem, preset), preset
+        net = net_config(args, problem, preset)
+        check_size(problem, net)
+        return problem, net, preset
     except ValueError as e:
         raise UsageError(str(e)) from None
 
@@ -454,22 +528,29 @@ def cmd_train(args: argparse.Namespace) -> int:
         train_config(args, preset, None)  # validate cheap options before NTK weights or output checks
     except ValueError as e:
         raise UsageError(str(e)) from None
-    out = prepare_out(args.out)
-    enable_compilation_cache()
-    trainer, status = None, "completed"
-    try:
-        try:
-            config = train_config(args, preset, initial_weights(args.initial_weights, problem, net, args.seed))
-            trainer = Trainer(problem, net, config)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-        status = _run(trainer, config, not args.no_progress)
-    except KeyboardInterrupt:
-        status = "interrupted"
-    if trainer is None:
-        print("pinnlab: interrupted before training started; nothing written", file=sys.stderr)
-        return 130
-    return _finish(trainer, status, out, args)
+    with locked(prepare_out(args.out)) as out:
+        enable_compilation_cache()
+        trainer, stop, caught = None, None, []
+        with deferred(caught):  # a signal between training and the final save waits for the save
+            try:
+                with interruptible():
+                    try:
+                        config = train_config(args, preset, initial_weights(args.initial_weights, problem, net,
+                                                                            args.seed))
+                        trainer = Trainer(problem, net, config)
+                    except ValueError as e:
+                        raise UsageError(str(e)) from None
+                    _run(trainer, config, not args.no_progress)
+            except KeyboardInterrupt as e:
+                stop = e
+            if trainer is None:
+                print("pinnlab: interrupted before training started; nothing written", file=sys.stderr)
+                return exit_code(stop)
+            code = _finish(trainer, stop, out, args)
+        if caught and stop is None:
+            print(f"pinnlab: {signal.Signals(caught[0]).name} arrived during the final save, which was finished "
+                  "first", file=sys.stderr)
+        return code
 
 
 def _run(trainer: Trainer, config: TrainConfig, progress: bool) -> str:
@@ -484,26 +565,33 @@ def _run(trainer: Trainer, config: TrainConfig, progress: bool) -> str:
     return trainer.history.status
 
 
-def _finish(trainer: Trainer, status: str, out: Path, args: argparse.Namespace) -> int:
-    """Close the history (if cut short), write every file, print the summary; returns the exit code."""
+def _finish(trainer: Trainer, stop: KeyboardInterrupt | None, out: Path, args: argparse.Namespace) -> int:
+    """Close the history (if cut short), write every file as one set, print the summary; returns the exit code."""
     from pinnlab.report import summary
 
     history = trainer.history
     if trainer.step and (not history.eval_step or history.eval_step[-1] != trainer.step):
         trainer.evaluate()  # the final numbers belong to the final (last finite) parameters
-    if status == "interrupted":
+    if stop is not None:
+        how = f"by {stop.args[0]}" if isinstance(stop, Interrupted) else "(Ctrl-C)"
         history.finish(trainer.prediction(), trainer.seconds, "interrupted",
-                       f"interrupted (Ctrl-C) at step {trainer.step} of {trainer.config.steps}")
-    history.save(out)
+                       f"interrupted {how} at step {trainer.step} of {trainer.config.steps}")
     metrics = summary(history)
     metrics.update(num_params=history.config.get("num_params"), compilations=trainer.compilations,
-                   files=["metrics.json", "history.json", "history.npz"])
-    report_note = None
+                   versions=versions(), files=["metrics.json", "history.json", "history.npz"])
+    files, report_note = history.files(), None
     if not args.no_report:
-        report_note = _write_report(history, out)
-        if report_note is None:
+        report, report_note = _report(history)
+        if report is not None:
+            files["report.html"] = report
             metrics["files"].append("report.html")
-    _write_json(out / "metrics.json", metrics)
+    files["metrics.json"] = to_json(metrics)
+    try:
+        write_files(out, files)
+    except WriteError as e:
+        _print_summary(metrics, None, report_note)
+        print(f"pinnlab: error: {e}; the run above was not saved and {out} is unchanged", file=sys.stderr)
+        return WRITE_FAILED
     _print_summary(metrics, out, report_note)
     if history.status == "diverged":
         print(f"pinnlab: training diverged: {history.message}. Try a smaller --lr (was {trainer.config.lr:g}).",
@@ -511,28 +599,21 @@ def _finish(trainer: Trainer, status: str, out: Path, args: argparse.Namespace) 
         return 1
     if history.status == "interrupted":
         print(f"pinnlab: {history.message}; wrote what exists to {out}", file=sys.stderr)
-        return 130
+        return exit_code(stop)
     return 0
 
 
-def _write_report(history: History, out: Path) -> str | None:
-    """Write report.html; returns a one-line note instead when plotly is missing."""
+def _report(history: History) -> tuple[str | None, str | None]:
+    """The report's HTML, or ``None`` and a one-line note when plotly is missing."""
+    from pinnlab.report import render
+
     try:
-        from pinnlab.report import write_report
-
-        write_report(history, out / "report.html")
+        return render(history), None
     except ImportError:
-        return "note: report.html needs plotly: pip install pinnlab[report] (metrics and history were written)"
-    return None
+        return None, "note: report.html needs plotly: pip install pinnlab[report] (metrics and history were written)"
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-
-
-def _print_summary(m: dict, out: Path, note: str | None) -> None:
+def _print_summary(m: dict, out: Path | None, note: str | None) -> None:
     terms = lambda d: "  ".join(f"{t} {v:.4g}" for t, v in d.items())  # noqa: E731
     rel = "n/a" if m["rel_l2"] is None else f"{m['rel_l2']:.3e}"
     speed = "" if m["steps_per_second"] is None else f" ({m['steps_per_second']:.0f} steps/s)"
@@ -540,7 +621,8 @@ def _print_summary(m: dict, out: Path, note: str | None) -> None:
     print(f"  relative L2 error  {rel}")
     print(f"  weights            {terms(m['weights'])}")
     print(f"  NTK traces         {terms(m['traces'])}")
-    print(f"  wrote {out}/{{{','.join(m['files'])}}}")
+    if out is not None:
+        print(f"  wrote {out}/{{{','.join(m['files'])}}}")
     if note:
         print(note)
 
@@ -549,7 +631,10 @@ def cmd_ntk_weights(args: argparse.Namespace) -> int:
     """``pinnlab ntk-weights``: Algorithm 1's weights at initialisation, as JSON on stdout."""
     problem, net, _ = _setup(args)
     enable_compilation_cache()
-    w = np.asarray(ntk_weights_at_init(problem, net, args.seed))
+    try:
+        w = np.asarray(ntk_weights_at_init(problem, net, args.seed))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     print(json.dumps({"problem": problem.name, "problem_params": problem.params, "seed": args.seed,
                       "net": {"width": net.width, "depth": net.depth, "parameterization": net.parameterization,
                               "init": net.init, "standardize": net.standardize, "activation": net.activation},
@@ -625,6 +710,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"pinnlab: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # commands that save on Ctrl-C catch it themselves
+        print("pinnlab: interrupted; nothing written", file=sys.stderr)
+        return exit_code(e)
 
 
 if __name__ == "__main__":

@@ -460,7 +460,7 @@ class Ensemble:
         member, d = self.members[i], int(self.diverged[i])
         config = dataclasses.replace(self.config, seed=member.seed, initial_weights=self._weights(member))
         h = History.empty(self.problem, self.net_config, config, self.num_params)
-        kept = len(rows[0]) if d < 0 else max(d - 1, 0)  # a lone Trainer keeps the rows before step d - 1
+        kept = len(rows[0]) if d < 0 else d  # as a lone Trainer: rows up to the kept state d - 1, its own included
         h.append(Snapshot(np.arange(kept), *(r[:kept] for r in rows)))
         for step, err, drift in self._evals[i]:
             h.add_eval(step, err, drift)

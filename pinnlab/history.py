@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-import os
+import math
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+
+from pinnlab.files import to_json, write_files
 
 FORMAT = "pinnlab-history/1"
 
@@ -88,11 +94,12 @@ class History:
         """A live control changed at ``step`` (``field`` e.g. ``"rule"``), kept in order for the report."""
         self.events.append({"step": int(step), "field": str(field), "value": value})
 
-    def truncate(self, step: int) -> None:
-        """Forget everything after ``step``: per-step rows from ``step`` on, evaluations and spectra past it
-        (a rewind after divergence; training from ``step`` records them again)."""
-        if self.steps:
-            keep = np.concatenate(self.steps) < step
+    def truncate(self, step: int, keep_row: bool = False) -> None:
+        """Forget what came after the state at ``step``: evaluations and spectra past it, and the per-step
+        rows from ``step`` on (with ``keep_row``, the row of ``step`` itself stays: the loss at that state).
+        Training from ``step`` records them again."""
+        if self.steps and self.steps[-1][-1] >= step + keep_row:
+            keep = np.concatenate(self.steps) < step + keep_row
             for name in ("steps", "losses", "weights", "traces"):
                 full = np.concatenate(getattr(self, name))[keep]
                 setattr(self, name, [full] if len(full) else [])
@@ -166,9 +173,12 @@ class History:
 
     # -- files --------------------------------------------------------------------------------
     def save(self, directory) -> Path:
-        """Write ``history.json`` and ``history.npz`` into ``directory`` (created if needed)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        """Write ``history.json`` and ``history.npz`` into ``directory`` (created if needed), as one set."""
+        write_files(directory, self.files())
+        return Path(directory)
+
+    def files(self) -> dict:
+        """The contents of ``history.npz`` and ``history.json`` (for :func:`pinnlab.files.write_files`)."""
         arrays = {name: self.curve(name) for name in ("steps", "losses", "weights", "traces")}
         arrays.update(grid=self.grid, exact=self.exact, eval_step=np.asarray(self.eval_step, np.int64),
                       rel_l2=np.asarray(self.rel_l2, np.float64), param_drift=np.asarray(self.param_drift),
@@ -182,18 +192,21 @@ class History:
         meta = {"format": FORMAT, "config": self.config, "terms": list(self.terms), "coords": list(self.coords),
                 "grid_shape": list(self.grid_shape), "seconds": self.seconds, "status": self.status,
                 "message": self.message, "spectra_blocks": blocks, "events": self.events}
-        _atomic_write(directory / "history.npz", lambda f: np.savez_compressed(f, **arrays))
-        _atomic_write(directory / "history.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
-        return directory
+        return {"history.npz": lambda f: np.savez_compressed(f, **arrays), "history.json": to_json(meta)}
 
     @classmethod
     def load(cls, directory) -> History:
-        directory = Path(directory)
-        meta = json.loads((directory / "history.json").read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{directory}: not a pinnlab history (format {meta.get('format')!r}, expected {FORMAT!r})")
-        with np.load(directory / "history.npz", allow_pickle=False) as z:
-            a = {k: z[k] for k in z.files}
+        """Read a history written by :meth:`save`.
+
+        Anything else (missing, empty, truncated or corrupt files, fields of the wrong type, arrays of the wrong
+        dtype or shape) raises :class:`HistoryFileError`, a ``ValueError`` whose one-line message names the file
+        and the fault. Every array's npy header is checked, against the metadata, the other arrays and
+        :data:`MAX_ARRAY_BYTES`, before any array data is read, so a damaged or crafted file cannot make ``load``
+        allocate much; members of ``history.npz`` that a history does not have are never read.
+        """
+        json_path, npz_path = _history_paths(Path(directory))
+        meta = _read_meta(json_path)
+        a = _read_arrays(npz_path, meta)
         spectra = [{name: a[f"spectra/{name}"][i] for name in meta["spectra_blocks"]}
                    for i in range(len(a["spectra_step"]))]
         one = lambda name: [a[name]] if len(a[name]) else []  # noqa: E731
@@ -204,12 +217,237 @@ class History:
                    param_drift=a["param_drift"].tolist(), spectra_step=a["spectra_step"].tolist(),
                    spectra=spectra, ntk_drift=a["ntk_drift"].tolist(), prediction=a.get("prediction"),
                    seconds=meta["seconds"], status=meta["status"], message=meta["message"],
-                   events=list(meta.get("events", [])))
+                   events=list(meta["events"]))
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write to a temporary file and rename, so a crash never leaves a half-written history."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
+class HistoryFileError(ValueError):
+    """A saved history that :meth:`History.load` refuses; the message is one line naming the file and the fault.
+
+    A ``ValueError``, so callers that already catch ``ValueError`` around a load (``pinnlab report``) print it.
+    """
+
+
+MAX_ARRAY_BYTES = 4 * 2**30
+"""The most array data a ``history.npz`` may declare in all. A real run holds a few MB; more means a damaged or
+crafted file, refused from the npy headers before anything is allocated."""
+
+MAX_JSON_BYTES = 256 * 2**20
+"""The largest ``history.json`` that is read (the config and events of a real run are a few kB)."""
+
+_HINT = "pass a directory written by pinnlab train"
+_INTEGER_ARRAYS = ("steps", "eval_step", "spectra_step")
+_REQUIRED_ARRAYS = ("steps", "losses", "weights", "traces", "grid", "exact", *_INTEGER_ARRAYS[1:], "rel_l2",
+                    "param_drift", "ntk_drift")
+# What a damaged file raises while zipfile, zlib and numpy read it (a ValueError covers bad npy headers).
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError)
+
+
+def _history_paths(directory: Path) -> tuple[Path, Path]:
+    """``history.json`` and ``history.npz`` in ``directory``, which must both be there."""
+    if not directory.is_dir():
+        raise HistoryFileError(f"{directory}: no such directory: {_HINT}")
+    paths = directory / "history.json", directory / "history.npz"
+    for path in paths:
+        if not path.is_file():
+            raise HistoryFileError(f"no {path.name} in {directory}: {_HINT}")
+    return paths
+
+
+def _brief(error: BaseException) -> str:
+    """``Type: text`` of an exception, on one short line (its text may hold newlines or a long header)."""
+    name = "zlib.error" if isinstance(error, zlib.error) else type(error).__name__
+    text = " ".join(str(error).split())
+    return f"{name}: {text[:157] + '...' if len(text) > 160 else text}"
+
+
+@contextlib.contextmanager
+def _reading(path: Path, what: str) -> Iterator[None]:
+    """Turn what a damaged file raises while it is read into one :class:`HistoryFileError` naming it."""
+    try:
+        yield
+    except HistoryFileError:
+        raise
+    except _READ_ERRORS as e:
+        raise HistoryFileError(f"{path}: {what} ({_brief(e)})") from e
+
+
+# -- history.json -------------------------------------------------------------------------------------------------
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true/false are not numbers here
+
+
+def _is_event(value) -> bool:
+    """An entry of ``events`` as :meth:`History.add_event` writes it (the report formats all three)."""
+    return isinstance(value, dict) and _is_int(value.get("step")) and isinstance(value.get("field"), str) \
+        and "value" in value  # any JSON value, null included (to_json writes a non-finite number as null)
+
+
+# name -> (JSON type of the field, check of each item for a list or None, what the field should be)
+_META_FIELDS: dict[str, tuple[type | tuple[type, ...], Callable[[object], bool] | None, str]] = {
+    "config": (dict, None, "a JSON object"),
+    "terms": (list, lambda v: isinstance(v, str), "a list of strings"),
+    "coords": (list, lambda v: isinstance(v, str), "a list of strings"),
+    "grid_shape": (list, lambda v: _is_int(v) and v > 0, "a list of positive integers"),
+    "seconds": ((int, float, type(None)), None, "a number"),
+    "status": (str, None, "a string"),
+    "message": (str, None, "a string"),
+    "spectra_blocks": (list, lambda v: isinstance(v, str), "a list of strings"),
+    "events": (list, _is_event, "a list of objects with an integer 'step', a string 'field' and a 'value'"),
+}
+
+
+def _show(value) -> str:
+    """A JSON value, shortened, for a message."""
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _json_kind(value) -> str:
+    kinds = ((dict, "an object"), (list, "a list"), (str, "a string"), (bool, "a boolean"),
+             ((int, float), "a number"), (type(None), "null"))
+    return next(name for types, name in kinds if isinstance(value, types))
+
+
+def _read_meta(path: Path) -> dict:
+    """``history.json``, checked field by field; ``events`` defaults to [] and ``seconds`` is a float."""
+    with _reading(path, "cannot be read"):
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise HistoryFileError(f"{path}: {_bytes(size)}, more than a history.json has ({_bytes(MAX_JSON_BYTES)})")
+        data = path.read_bytes()
+    if not data.strip():
+        raise HistoryFileError(f"{path}: empty file")
+    try:
+        meta = json.loads(data)  # bare NaN is accepted: histories written before to_json have it
+    except UnicodeDecodeError as e:
+        raise HistoryFileError(f"{path}: not UTF-8 text ({_brief(e)})") from None
+    except (ValueError, RecursionError) as e:
+        raise HistoryFileError(f"{path}: not valid JSON ({_brief(e)})") from None
+    if not isinstance(meta, dict):
+        raise HistoryFileError(f"{path}: expected a JSON object, got {_json_kind(meta)}")
+    if meta.get("format") != FORMAT:
+        raise HistoryFileError(f"{path}: not a pinnlab history (format {meta.get('format')!r}, expected {FORMAT!r})")
+    meta.setdefault("events", [])  # histories saved before events were recorded
+    for name, (kind, item_ok, expected) in _META_FIELDS.items():
+        if name not in meta:
+            raise HistoryFileError(f"{path}: missing key {name!r}")
+        value = meta[name]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise HistoryFileError(f"{path}: {name!r} is {_show(value)}, expected {expected}")
+        bad = next((i for i, item in enumerate(value) if not item_ok(item)), None) if item_ok else None
+        if bad is not None:
+            raise HistoryFileError(f"{path}: {name}[{bad}] is {_show(value[bad])}, expected {expected}")
+    # to_json writes a non-finite number as null; NaN ("not known") rather than 0.0, which would claim the run
+    # took no time.
+    meta["seconds"] = math.nan if meta["seconds"] is None else float(meta["seconds"])
+    return meta
+
+
+# -- history.npz --------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class _Header:
+    """What an npz member's npy header declares, read without reading the array."""
+
+    info: zipfile.ZipInfo
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def _bytes(n: int) -> str:
+    """``n`` bytes for a message: ``512 B``, ``3.0 MiB``, ``7.3 TiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _read_arrays(path: Path, meta: dict) -> dict[str, np.ndarray]:
+    """The arrays of ``history.npz`` that the history has (``meta`` names the spectra), all headers checked first."""
+    keys = [*_REQUIRED_ARRAYS, *(f"spectra/{block}" for block in meta["spectra_blocks"])]
+    with _reading(path, "truncated or not an npz archive"):
+        archive = zipfile.ZipFile(path)  # reads only the directory at the end of the file
+    with archive:
+        # Member names as np.load sees them (``steps.npy`` -> ``steps``); members are only opened below.
+        members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+        missing = [key for key in keys if key not in members]
+        if missing:
+            raise HistoryFileError(f"{path}: missing key {missing[0]!r}")
+        if "prediction" in members:  # absent while a run has not finished
+            keys.append("prediction")
+        headers = {key: _read_header(path, archive, key, members[key]) for key in keys}
+        total = sum(h.nbytes for h in headers.values())
+        if total > MAX_ARRAY_BYTES:
+            raise HistoryFileError(f"{path}: the arrays declare {_bytes(total)} in all, more than a history may hold "
+                                   f"({_bytes(MAX_ARRAY_BYTES)})")
+        _check_shapes(path, meta, headers)
+        return {key: _read_data(path, archive, key, header) for key, header in headers.items()}
+
+
+def _read_header(path: Path, archive: zipfile.ZipFile, key: str, info: zipfile.ZipInfo) -> _Header:
+    """The npy header of member ``key``; its dtype must be numeric and the data it declares must be what the member
+    holds (so a header claiming terabytes is refused here, before anything is allocated)."""
+    if info.flag_bits & 0x1 or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise HistoryFileError(f"{path}: {key!r} is encrypted or compressed in a way np.savez never writes")
+    with _reading(path, f"{key!r} is corrupt"), archive.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0)):  # 3.0 only holds non-latin-1 field names: never a numeric array
+            raise HistoryFileError(f"{path}: {key!r} is in npy format {version[0]}.{version[1]}, expected 1.0 or 2.0")
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+        stored = info.file_size - f.tell()
+    header = _Header(info, shape, dtype)
+    _check_dtype(path, key, header)
+    if header.nbytes != stored:
+        raise HistoryFileError(f"{path}: {key!r} declares shape {shape} {dtype} ({_bytes(header.nbytes)}) but holds "
+                               f"{_bytes(max(stored, 0))} of data")
+    return header
+
+
+def _check_dtype(path: Path, key: str, header: _Header) -> None:
+    """Steps are integers, everything else real numbers; objects (a pickle) are never loaded."""
+    dtype, integer = header.dtype, key in _INTEGER_ARRAYS
+    # History.curve gives an empty float64 'steps' when no rows were recorded
+    allowed = "iuf" if not integer or math.prod(header.shape) == 0 else "iu"
+    if dtype.hasobject:
+        raise HistoryFileError(f"{path}: {key!r} has dtype object (pickled Python objects), which is never loaded")
+    if dtype.kind not in allowed:  # also refuses structured and sub-array dtypes (kind 'V')
+        raise HistoryFileError(f"{path}: {key!r} has dtype {dtype.str}, expected {'integers' if integer else 'reals'}")
+
+
+def _check_shapes(path: Path, meta: dict, headers: dict[str, _Header]) -> None:
+    """Each array's shape against the metadata and the arrays it goes with (what the views and plots index)."""
+    def expect(key: str, *dims: tuple[int | None, str]) -> None:
+        shape = headers[key].shape
+        if len(shape) != len(dims):
+            expected = ", ".join(noun for _, noun in dims) + ("," if len(dims) == 1 else "")
+            raise HistoryFileError(f"{path}: {key!r} has shape {shape}, expected ({expected})")
+        for size, (want, noun) in zip(shape, dims, strict=True):
+            if want is not None and size != want:
+                raise HistoryFileError(f"{path}: {key!r} has shape {shape} but the history has {want} {noun}")
+
+    for key, noun in (("steps", "steps"), ("eval_step", "evaluations"), ("spectra_step", "spectra")):
+        expect(key, (None, noun))
+    steps, evals, spectra = (headers[key].shape[0] for key in _INTEGER_ARRAYS)
+    terms, coords, points = len(meta["terms"]), len(meta["coords"]), math.prod(meta["grid_shape"])
+    for key in ("losses", "weights", "traces"):
+        expect(key, (steps, "steps"), (terms, "terms"))
+    for key in ("rel_l2", "param_drift"):
+        expect(key, (evals, "evaluations"))
+    expect("ntk_drift", (spectra, "spectra"))
+    for block in meta["spectra_blocks"]:
+        expect(f"spectra/{block}", (spectra, "spectra"), (None, "eigenvalues"))
+    expect("grid", (points, "grid points"), (coords, "coordinates"))
+    for key in ("exact", "prediction"):
+        if key in headers:
+            expect(key, (points, "grid points"))
+
+
+def _read_data(path: Path, archive: zipfile.ZipFile, key: str, header: _Header) -> np.ndarray:
+    """The array of a checked member; reading it to the end also checks the member's CRC."""
+    with _reading(path, f"{key!r} is corrupt"), archive.open(header.info) as f:
+        return np.lib.format.read_array(f, allow_pickle=False)

@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from pinnlab import checks
+
 Params = Any
 Apply = Callable[[Params, jax.Array], jax.Array]
 
@@ -34,6 +36,7 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 PARAMETERIZATIONS = ("standard", "ntk")
 INITS = ("lecun_normal", "glorot_normal", "normal")
 CONVENTIONS = ("paper_code", "paper_text")
+MAX_DEPTH = 64  # deeper tanh MLPs do not train here, and each layer is a compile-time unroll
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,11 +62,12 @@ class NetConfig:
     activation: str = "tanh"
 
     def __post_init__(self):
-        _check_positive_int("width", self.width)
-        _check_positive_int("depth", self.depth)
-        # numpy integers -> int: the config is written to JSON with every run.
-        object.__setattr__(self, "width", int(self.width))
-        object.__setattr__(self, "depth", int(self.depth))
+        # numpy integers -> int: the config is written to JSON with every run. Sizes beyond memory are
+        # refused where they are known with the problem (Trainer), not here.
+        object.__setattr__(self, "width", checks.integer("width", self.width, 1))
+        object.__setattr__(self, "depth", checks.integer("depth", self.depth, 1, MAX_DEPTH))
+        if not isinstance(self.standardize, bool):
+            raise ValueError(f"standardize must be True or False, got {self.standardize!r}")
         _check_choice("parameterization", self.parameterization, PARAMETERIZATIONS)
         _check_choice("init", self.init, INITS)
         _check_choice("activation", self.activation, tuple(ACTIVATIONS))
@@ -169,11 +173,6 @@ def _apply_for(config, in_dim, stats, graphdef, rest) -> Apply:
         apply.mlp_spec = (config, np.float32(stats[0]), np.float32(stats[1]))  # for pinnlab.ntk_structured
         _APPLY[key] = apply
     return _APPLY[key]
-
-
-def _check_positive_int(name: str, value) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _check_choice(name: str, value, choices) -> None:

@@ -166,7 +166,7 @@ def _block(apply, params, term_i, x_i, term_j, x_j, max_bytes, method) -> np.nda
     x_i = jnp.asarray(x_i)
     if same:
         term_j, x_j = term_i, x_i
-    x_j = jnp.asarray(x_j)
+    x_i, x_j = point_sets((term_i, term_j), (x_i, x_j))
     if resolve_method(apply, (term_i, term_j), method) == "structured":
         fn = ntk_structured.jitted_block(apply, term_i, term_j, same, _budget(max_bytes, "structured"))
         return np.asarray(fn(params, x_i) if same else fn(params, x_i, x_j))
@@ -190,7 +190,27 @@ def kernel(
         return _kernel(apply, params, terms, [jnp.asarray(x) for x in points], max_bytes, method)
 
 
+def point_sets(terms: Sequence[Term], points: Sequence) -> list:
+    """``points`` as arrays, checked against ``terms``: one non-empty ``(n, d)`` set per term, one ``d``."""
+    points = list(points)
+    if len(points) != len(terms):
+        names = ", ".join(t.name for t in terms)
+        raise ValueError(f"{len(terms)} terms ({names}) need {len(terms)} point sets, got {len(points)}")
+    points = [jnp.asarray(x) for x in points]
+    for t, x in zip(terms, points):
+        _one_set(t, x)
+    if len({x.shape[1] for x in points}) > 1:
+        raise ValueError(f"point sets of one kernel need one dimension, got shapes {[x.shape for x in points]}")
+    return points
+
+
+def _one_set(term: Term, x) -> None:
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"term {term.name!r} needs points of shape (n, d) with n >= 1, got shape {x.shape}")
+
+
 def _kernel(apply, params, terms, points, max_bytes, method) -> np.ndarray:
+    points = point_sets(terms, points)
     if resolve_method(apply, terms, method) == "structured":
         return ntk_structured.host_kernel(apply, params, terms, points, _budget(max_bytes, "structured"))
     max_bytes = _budget(max_bytes, "jacobian")
@@ -222,6 +242,8 @@ def diagonal(
 
 
 def _diagonal(apply, params, term, points, batch_size, method) -> jax.Array:
+    points = jnp.asarray(points)
+    _one_set(term, points)
     if resolve_method(apply, (term,), method) == "structured":
         return ntk_structured.diagonal(apply, params, term, points)
     grad = point_gradient(apply, term)
@@ -241,7 +263,7 @@ def traces(
 ) -> jax.Array:
     """``[Tr K_11, ..., Tr K_mm]``: the numbers Algorithm 1 needs. Pure and traceable."""
     return jnp.stack([jnp.sum(diagonal(apply, params, t, x, method=method, precision=precision))
-                      for t, x in zip(terms, points)])
+                      for t, x in zip(terms, point_sets(terms, points))])
 
 
 def eigenvalues(k) -> np.ndarray:

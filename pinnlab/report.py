@@ -10,9 +10,9 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 from pathlib import Path
 
+from pinnlab.files import write_file
 from pinnlab.history import History
 
 STYLE = """
@@ -133,10 +133,4 @@ def render(history: History) -> str:
 
 def write_report(history: History, path) -> Path:
     """Write the report to ``path`` atomically (temporary file + rename) and return the path."""
-    path = Path(path)
-    text = render(history)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_file(path, render(history))

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 from pinnlab import paper
+from pinnlab.files import to_json, write_file
+from pinnlab.provenance import machine
 
 FIGURE_NAMES = tuple(paper.FIGURES)
-
-
-def machine() -> dict:
-    """Where the numbers were produced (they are only comparable on the same machine)."""
-    import jax
-
-    return {"platform": platform.platform(), "python": platform.python_version(), "jax": jax.__version__,
-            "devices": [str(d) for d in jax.devices()], "cpu_count": os.cpu_count()}
 
 
 def experiments_for(figures: list[str]) -> dict[str, list[str]]:
@@ -42,10 +33,10 @@ def reproduce(figures: list[str], scale: str, out: Path, progress=None) -> dict[
             record = {"figure": fig, "experiment": exp.name, "scale": scale, "seconds": seconds,
                       "command": f"pinnlab reproduce {fig} --scale {scale}", "machine": machine(),
                       "numbers": exp.numbers}
-            _write(out / f"{fig}.json", json.dumps(record, indent=2, default=float).encode())
+            write_file(out / f"{fig}.json", to_json(record))
             if built is not None:
                 html = built[fig].to_html(include_plotlyjs=True, full_html=True)
-                _write(out / f"{fig}.html", html.encode())
+                write_file(out / f"{fig}.html", html.encode())
             results[fig] = record
     return results
 
@@ -58,8 +49,3 @@ def _figures(exp):
               file=sys.stderr)
         return None
 
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import time
 from collections.abc import Iterator
 from typing import Any, NamedTuple
@@ -21,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pinnlab import ntk, residuals, weighting
+from pinnlab import checks, ntk, residuals, weighting
+from pinnlab.checks import MAX_STEPS
 from pinnlab.history import History, Snapshot
 from pinnlab.nets import NetConfig, make_net
 from pinnlab.problems.base import Problem
@@ -76,28 +76,26 @@ class TrainConfig:
                 object.__setattr__(self, field.name, value.item())
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        lr_ok = isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool)
-        if not (lr_ok and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
-        for name in ("steps", "update_every", "chunk"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("ntk_every", "eval_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if self.decay_steps is not None and self.decay_steps <= 0:
-            raise ValueError(f"decay_steps must be positive, got {self.decay_steps!r}")
-        if not (math.isfinite(self.decay_rate) and self.decay_rate > 0):
-            raise ValueError(f"decay_rate must be a positive finite number, got {self.decay_rate!r}")
-        if not (0.0 <= self.momentum < 1.0):
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
         weighting.rule_index(self.weighting)
+        ints = dict(steps=(1, MAX_STEPS), update_every=(1, None), chunk=(1, MAX_STEPS), ntk_every=(0, None),
+                    eval_every=(0, None))
+        if self.decay_steps is not None:
+            ints["decay_steps"] = (1, None)
+        for name, (low, high) in ints.items():
+            object.__setattr__(self, name, checks.integer(name, getattr(self, name), low, high))
+        object.__setattr__(self, "seed", checks.seed(self.seed))
+        for name in ("lr", "decay_rate"):
+            object.__setattr__(self, name, checks.number(name, getattr(self, name), positive=True))
+        object.__setattr__(self, "momentum", checks.number("momentum", self.momentum, 0.0))
+        if self.momentum >= 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
         if self.initial_weights is not None:
-            object.__setattr__(self, "initial_weights", tuple(float(w) for w in self.initial_weights))
-        object.__setattr__(self, "spectra_at", tuple(int(s) for s in self.spectra_at))
-        if any(s < 0 for s in self.spectra_at):
-            raise ValueError(f"spectra_at steps must be >= 0, got {self.spectra_at!r}")
+            if isinstance(self.initial_weights, str | bytes) or not hasattr(self.initial_weights, "__iter__"):
+                raise ValueError(f"initial_weights must be a sequence of numbers, got {self.initial_weights!r}")
+            object.__setattr__(self, "initial_weights", tuple(
+                checks.number("initial_weights", w, positive=True) for w in self.initial_weights))
+        object.__setattr__(self, "spectra_at", tuple(
+            checks.integer("spectra_at step", s, 0, MAX_STEPS) for s in self.spectra_at))
 
 
 class TrainState(NamedTuple):
@@ -237,6 +235,34 @@ def _compiled(apply, problem: Problem, config: TrainConfig, optimizer) -> _Compi
     return entry
 
 
+def estimated_bytes(problem: Problem, net: NetConfig) -> float:
+    """A rough upper estimate of a run's memory: parameters with their optimiser state and copies, the
+    activations of every derivative stream over a training batch, and the per-point gradients and kernel
+    of the NTK probe points. It only has to be right within a small factor: it refuses absurd sizes."""
+    w, d, dim = net.width, net.depth, problem.dim
+    params = dim * w + w + (d - 1) * (w * w + w) + w + 1
+    batch = sum(t.n for t in problem.terms)
+    probe = sum(t.n_ntk for t in problem.terms)
+    streams = 1 + 2 * dim  # u, its first and its second derivatives
+    return 4.0 * (8 * params + 4 * batch * w * d * streams + probe * params + probe**2)
+
+
+def check_size(problem: Problem, net: NetConfig) -> None:
+    """Refuse a problem and net whose run would not fit in this machine's memory (before any allocation)."""
+    checks.fits_in_memory(f"training {problem.name} with a {net.depth}x{net.width} net on "
+                          f"{sum(t.n for t in problem.terms):,} points", estimated_bytes(problem, net))
+
+
+def _matching(params, own, net: NetConfig):
+    """``params`` if they have the shapes of this net's parameters, else a ValueError."""
+    given, wanted = jax.tree_util.tree_structure(params), jax.tree_util.tree_structure(own)
+    shapes = lambda tree: [tuple(np.shape(x)) for x in jax.tree_util.tree_leaves(tree)]  # noqa: E731
+    if given != wanted or shapes(params) != shapes(own):
+        raise ValueError(f"params do not fit the {net.depth}x{net.width} net of net_config: expected leaves of "
+                         f"shapes {shapes(own)}, got {shapes(params)}")
+    return params
+
+
 class Trainer:
     """Trains one PINN and yields :class:`Snapshot` records; the CLI, tests and widgets share it.
 
@@ -247,13 +273,14 @@ class Trainer:
 
     def __init__(self, problem: Problem, net_config: NetConfig, config: TrainConfig, params=None):
         self.problem, self.net_config, self.config = problem, net_config, config
+        check_size(problem, net_config)
         key_init, key_data, key_probe, key_run = jax.random.split(jax.random.key(config.seed), 4)
         self.net = make_net(net_config, problem.dim, problem.mean, problem.std, key_init)
         self.apply = self.net.apply
         self.optimizer = _optimizer(config.optimizer, config.lr, config.decay_steps, config.decay_rate)
         self.data = problem.sample(key_data)
         self.probe = problem.sample(key_probe, ntk=True)  # fixed points for spectra and NTK drift
-        params = self.net.params if params is None else params
+        params = self.net.params if params is None else _matching(params, self.net.params, net_config)
         m = len(problem.terms)
         weights = jnp.ones(m) if config.initial_weights is None else jnp.asarray(config.initial_weights)
         if weights.shape != (m,):
@@ -334,10 +361,13 @@ class Trainer:
 
         Row i of the record holds the losses, weights and traces used at step ``start + i``. If a
         loss turns non-finite at step s, the state is rewound to step s - 1 (the last step whose
-        loss was finite, replayed from the nearest chunk start), the History's rows end before it, and
-        ``snapshot.diverged`` is s. Only a non-finite loss at step 0 leaves the state where it was.
+        loss was finite, replayed from the nearest chunk start), the History's rows end with that
+        step's (finite) row, and ``snapshot.diverged`` is s. Only a non-finite loss at step 0 leaves
+        the state where it was. Rows recorded at or after the current step (the kept row of a
+        rewind) are replaced by the ones this call records.
         """
         t0, start, controls = time.perf_counter(), self.step, self.controls()
+        self.history.truncate(start, keep_row=False)
         parts, remaining, state = [], n, self.state
         while remaining > 0:
             length = min(self.config.chunk, remaining)
@@ -346,7 +376,7 @@ class Trainer:
             bad = ~np.all(np.isfinite(metrics[0]), axis=1)
             if bad.any():
                 diverged = int(state.step) + int(np.argmax(bad))  # the first step with a non-finite loss
-                parts.append(tuple(m[: max(diverged - 1 - int(state.step), 0)] for m in metrics))
+                parts.append(tuple(m[: diverged - int(state.step)] for m in metrics))
                 self.state = self._rewind(state, diverged - 1, controls)
                 self._chunk_start = None
                 return self._record(start, parts, t0, diverged=diverged)
@@ -362,7 +392,7 @@ class Trainer:
             if self._chunk_start is None:
                 return state
             state = self._chunk_start
-            self.history.truncate(target)  # its rows from ``target`` on are recorded again later
+            self.history.truncate(target, keep_row=True)  # nothing measured past the kept state stays
         if target > int(state.step):
             state = self._compiled.chunk(target - int(state.step))(state, controls, self.data, self.probe)[0]
         return state

@@ -53,7 +53,7 @@ def test_each_member_equals_a_lone_trainer_run(poisson):
     assert result.status == ["completed", "completed", "diverged", "completed"]
     for member, history in zip(members[:3], result.histories, strict=False):
         _assert_same_history(history, _lone(poisson, member, CONFIG).run())
-    assert result.histories[2].curve("losses").shape == (0, 2)  # the lone run keeps the rows before step 0
+    assert result.histories[2].curve("losses").shape == (1, 2)  # as the lone run: the kept state's own row, step 0
     np.testing.assert_array_equal(result.rel_l2, [h.rel_l2[-1] for h in result.histories])
     narrow = _lone(poisson, members[3], CONFIG, dataclasses.replace(NET, width=5))
     narrow.evaluate()  # its initial error and config: the width-5 group got member 3's own network

@@ -55,9 +55,39 @@ def test_state_string_round_trip_and_validation():
         LabState(width=0)
     with pytest.raises(ValueError, match="lr_scale"):
         LabState(lr_scale=float("nan"))
-    for name in PRESETS:
-        assert preset(name).to_string()
-    assert preset("fig4").rule == "ntk" and preset("wave").problem == "wave"
+    for name in PRESETS:  # every preset's config string reads back as the same state
+        assert LabState.from_string(preset(name).to_string()) == preset(name), name
+
+
+# name: (problem, its parameter, width, depth, optimizer, lr, lr decay per 1000 steps (None: constant), rule,
+# update_every, ntk_every, NTK probe points per term, budget), from each preset's description and the paper
+PRESET_SETTINGS = {
+    "poisson": ("poisson", 4.0, 100, 1, "sgd", 1e-5, None, "none", 100, 100, 100, 40_000),
+    "wave": ("wave", 2.0, 50, 3, "adam", 1e-3, 0.9, "none", 100, 100, 100, 80_000),
+    "heat": ("heat", 0.1, 50, 3, "adam", 1e-3, None, "none", 100, 100, 100, 0),
+    "fig1": ("poisson", 1.0, 100, 1, "sgd", 1e-5, None, "none", 100, 1000, 100, 10_000),
+    "fig2": ("poisson", 1.0, 500, 1, "sgd", 1e-5, None, "none", 100, 100, 100, 10_000),
+    "fig3": ("poisson", 1.0, 500, 3, "sgd", 1e-5, None, "none", 100, 100, 100, 10_000),
+    "fig4": ("poisson", 4.0, 100, 1, "sgd", 1e-5, None, "ntk", 40_000, 100, 100, 40_000),
+    "wave_paper": ("wave", 2.0, 500, 3, "adam", 1e-3, 0.9, "ntk", 100, 100, 300, 80_000),
+    "fig6": ("wave", 2.0, 500, 3, "adam", 1e-3, 0.9, "ntk", 100, 100, 300, 80_000),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_build_the_runs_their_descriptions_name(name):
+    """Each preset, through :func:`build`, gives the engine the problem, net and schedule its description
+    (and the paper) names: sin(a pi x) with a = 4 or 1, the wave speed c = 2, the diffusivity 0.1, ..."""
+    problem_name, param, width, depth, optimizer, lr, decay, rule, update_every, ntk_every, n_ntk, budget = (
+        PRESET_SETTINGS[name])
+    state = preset(name)
+    problem, net, train = build(state, chunk=100)
+    assert problem.name == problem_name and problem.params[state.param_name] == param
+    assert (net.width, net.depth, net.activation) == (width, depth, "tanh")
+    assert (train.optimizer, train.lr, train.weighting) == (optimizer, lr, rule)
+    assert (train.decay_steps, train.decay_rate) == ((None, 1.0) if decay is None else (1000, decay))
+    assert (train.update_every, train.ntk_every, state.budget) == (update_every, ntk_every, budget)
+    assert {t.n_ntk for t in problem.terms} == {n_ntk}
 
 
 def test_curves_keep_at_most_max_rows_evenly_and_the_newest_step():

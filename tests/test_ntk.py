@@ -53,11 +53,70 @@ def test_kernel_and_every_block_equal_explicit_jjt(h, case, method):
             assert h.rel_err(diag, np.diag(ref)) <= TOL
 
 
-def test_cases_cover_every_factor_pair():
-    pairs = {(c[a], c[b], a, b) for c in CASES for a, b in itertools.combinations(range(4), 2)}
-    levels = [PROBLEMS, ("standard", "ntk"), (True, False), ("tanh", "sin")]
-    for a, b in itertools.combinations(range(4), 2):
-        assert {(x, y) for x, y, i, j in pairs if (i, j) == (a, b)} == set(itertools.product(levels[a], levels[b]))
+# phi and its first three derivatives by hand (numpy, no autodiff) for the two activations of CASES.
+def _tanh_derivatives(z):
+    t = np.tanh(z)
+    return t, 1 - t**2, -2 * t * (1 - t**2), (1 - t**2) * (6 * t**2 - 2)
+
+
+_PHI = {"tanh": _tanh_derivatives, "sin": lambda z: (np.sin(z), np.cos(z), -np.sin(z), -np.cos(z))}
+
+
+def _operators(problem):
+    """Each term's residual as ``{stream: coefficient}``, written here from the PDEs (the forcing and data
+    drop out of J): Poisson u, u_xx; wave u, u_t, u_tt - c^2 u_xx; heat u, u_t - k u_xx (inputs (t, x))."""
+    c2, k = problem.params.get("c", 0.0) ** 2, problem.params.get("k", 0.0)
+    return {"poisson": [{"u": 1.0}, {"dd0": 1.0}], "wave": [{"u": 1.0}, {"d0": 1.0}, {"dd0": 1.0, "dd1": -c2}],
+            "heat": [{"u": 1.0}, {"d0": 1.0, "dd1": -k}]}[problem.name]
+
+
+def _one_layer_jacobian(params, config, mean, std, operator, x):
+    """dr(x)/dtheta, (n, P), by hand for u(x) = s2 v . phi(z) + c, z = s1 W^T xs + b (xs the z-scored or raw
+    x, s = 1/sqrt(fan_in) in the NTK parameterisation) and r = sum_k c_k u_k with u_k one of u, du/dx_i,
+    d2u/dx_i^2: with a = dz/dx (a_ik = s1 W_ik / std_i), u_k per hidden unit is phi(z), phi'(z) a_i or
+    phi''(z) a_i^2, and dr/dW, dr/db, dr/dv, dr/dc follow by the chain rule through z and a."""
+    (w, b), (v, c) = [(np.asarray(p["w"]), np.asarray(p["b"])) for p in (params["layers"][0], params["layers"][1])]
+    v = v[:, 0]
+    s1, s2 = (1 / np.sqrt(w.shape[0]), 1 / np.sqrt(w.shape[1])) if config.parameterization == "ntk" else (1.0, 1.0)
+    inv = 1 / std if config.standardize else np.ones_like(std)
+    xs = (x - mean) * inv if config.standardize else x
+    f = _PHI[config.activation](xs @ (s1 * w) + b)  # phi, phi', phi'', phi''' at z, each (n, width)
+    a = s1 * w * inv[:, None]  # (d, width)
+    value, value_z = np.zeros_like(f[0]), np.zeros_like(f[0])  # sum_k c_k u_k per unit and its d/dz
+    value_a = np.zeros((len(x), *w.shape))  # its d/da_i, (n, d, width)
+    for key, coef in operator.items():
+        if key == "u":
+            value, value_z = value + coef * f[0], value_z + coef * f[1]
+            continue
+        power, i = key.count("d"), int(key.lstrip("d"))  # u_k = phi^(power)(z) a_i^power
+        value = value + coef * f[power] * a[i] ** power
+        value_z = value_z + coef * f[power + 1] * a[i] ** power
+        value_a[:, i] += coef * f[power] * power * a[i] ** (power - 1)
+    d_w = s2 * v * (value_z[:, None, :] * s1 * xs[:, :, None] + value_a * (s1 * inv)[:, None])
+    d_c = np.full((len(x), 1), operator.get("u", 0.0))
+    return np.concatenate([d_w.reshape(len(x), -1), s2 * v * value_z, s2 * value, d_c], axis=1)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
+def test_one_hidden_layer_kernel_equals_closed_form(h, case):
+    """Over the same pairwise CASES, a one-hidden-layer net's K from both methods against J J^T with J by
+    hand: the parameterisation's scales, the z-scoring, phi and its derivatives and each PDE's operator
+    written out in numpy. The explicit J J^T above shares net.apply and the residuals with the code under
+    test; here a wrong forward pass, parameterisation, standardisation, activation or operator fails."""
+    name, param, std, act = case
+    problem = h.small_problem(name)
+    net = h.small_net(problem, parameterization=param, standardize=std, activation=act, width=5, depth=1)
+    mean, sd = (np.float32(s).astype(np.float64) for s in (problem.mean, problem.std))  # the net's float32 stats
+    with h.float64():
+        params = h.to64(net.params)
+        points = h.sample_points(problem, 4)
+        kernels = [ntk.kernel(net.apply, params, problem.terms, points, method=m) for m in METHODS]
+    jac = np.concatenate([_one_layer_jacobian(params, net.config, mean, sd, op, np.asarray(x))
+                          for op, x in zip(_operators(problem), points, strict=True)])
+    reference = jac @ jac.T
+    assert reference.shape == (4 * len(problem.terms),) * 2 and np.abs(reference).max() > 0
+    for method, full in zip(METHODS, kernels, strict=True):
+        assert h.rel_err(full, reference) <= TOL, method
 
 
 def test_reference_kernel_is_not_blind_to_the_parameters(h):

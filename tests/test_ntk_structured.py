@@ -153,16 +153,6 @@ def pure_streams(operator: dict) -> tuple[str, ...]:
     return tuple(k for k in keys if k in operator and k not in read)
 
 
-def test_pure_streams_are_merged_only_where_their_gradients_are_proportional():
-    assert pure_streams({"u": 1.0}) == ("u",)
-    assert pure_streams({"d0": 1.0}) == ("d0",)  # the primal is read by d0's stream: not pure
-    assert pure_streams({"dd0": 1.0, "dd1": -4.0}) == ("dd0", "dd1")
-    assert pure_streams({"d0": 1.0, "dd1": -0.1}) == ("d0", "dd1")
-    assert pure_streams({"d0": 1.0, "dd0": 2.0}) == ("dd0",)  # d0 feeds dd0
-    assert pure_streams({"u": 1.0, "dd0": 1.0}) == ("dd0",)
-    assert pure_streams({"dd0": 0.0, "dd1": 1.0}) == ("dd1",)
-
-
 # Operators no problem declares: first and second derivatives in one direction, several first
 # derivatives, the primal alone, a zero coefficient.
 OTHER_OPERATORS = [{"u": 0.5, "d1": 2.0, "dd1": -3.0, "dd0": 1.0}, {"d0": 1.0, "dd0": 2.0}, {"d0": -1.0, "d1": 0.25},
@@ -179,6 +169,44 @@ def _operator_term(problem, operator):
 
     residual = lambda u, x: sum(c * value(u, k, x) for k, c in operator.items())  # noqa: E731
     return dataclasses.replace(problem.term("r"), name="op", residual=residual, operator=operator)
+
+
+# Factor streams S per operator, counted by hand from the combined-stream form: the primal, d/dx_j for
+# each direction j with a nonzero second derivative (the curvature reads it), and one combined stream of
+# every nonzero derivative term (absent when there is none). Each line's second entry is that count.
+HAND_STREAM_COUNTS = [
+    ({"u": 1.0}, 1),  # the primal alone
+    ({"d0": 1.0}, 2),  # u, S = u_t
+    ({"dd0": 1.0, "dd1": -4.0}, 4),  # the wave: u, u_t, u_x, S = u_tt - 4 u_xx
+    ({"d0": 1.0, "dd1": -0.1}, 3),  # the heat: u, u_x, S = u_t - 0.1 u_xx
+    ({"d0": 1.0, "dd0": 2.0}, 3),  # u, u_t, S = u_t + 2 u_tt
+    ({"u": 1.0, "dd0": 1.0}, 3),  # u, u_t, S = u_tt
+    ({"dd0": 0.0, "dd1": 1.0}, 3),  # the zero term needs no stream: u, u_x, S = u_xx
+]
+
+
+@pytest.mark.parametrize("operator,count", HAND_STREAM_COUNTS, ids=lambda v: str(v))
+def test_merged_factor_streams_give_each_layers_jacobian(operator, count):
+    """The factor pass carries the hand-counted S streams, and per layer they give the explicit Jacobian:
+    sum_k a_k g_k^T = dr/dW and g_u = dr/db with J by jacfwd of the nested-jvp residual (float64, NTK
+    parameterisation so that a_k carries the layer scale s). Merging streams whose gradients are not
+    proportional changes dr/dW; carrying streams that could be merged changes S."""
+    with jax.enable_x64(True):
+        problem, net, params, points = _setup("wave", "paper_text", "tanh")
+        term, x = _operator_term(problem, operator), points[2]
+        f = jax.jit(lambda p, y: ns.factors(net.apply.mlp_spec, p, term, y))(params, x)
+        jac = jax.jit(jax.jacfwd(lambda p: term.residuals(net.apply, p, x)))(params)
+    layers = streams.layers(params)
+    assert len(f) == len(layers) == 3
+    for depth, (factor, layer, grad) in enumerate(zip(f, layers, streams.layers(jac), strict=True)):
+        assert factor.a.shape == (count, len(x), layer["w"].shape[0]), (depth, factor.a.shape)
+        assert factor.g.shape == (count, len(x), layer["w"].shape[1]), (depth, factor.g.shape)
+        d_w, d_b = np.asarray(grad["w"]), np.asarray(grad["b"])  # (n, in, out), (n, out)
+        scale = max(np.abs(d_w).max(), np.abs(d_b).max())
+        assert scale > 0
+        np.testing.assert_allclose(np.einsum("snp,snq->npq", factor.a, factor.g), d_w, rtol=0, atol=1e-12 * scale,
+                                   err_msg=f"dr/dW of layer {depth}")
+        np.testing.assert_allclose(factor.g[0], d_b, rtol=0, atol=1e-12 * scale, err_msg=f"dr/db of layer {depth}")
 
 
 @pytest.mark.parametrize("operator", OTHER_OPERATORS, ids=str)

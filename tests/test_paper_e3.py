@@ -30,12 +30,21 @@ def _train(initial_weights=None, seed=0) -> float:
     return history.rel_l2[-1]
 
 
-def test_ntk_weight_ratio_at_initialisation():
+def test_ntk_weight_ratio_at_initialisation(h):
+    """Algorithm 1's weights lambda_i = (Tr K_uu + Tr K_rr) / Tr K_ii against traces from an explicit float64
+    Jacobian (jacfwd of the stacked residuals, Tr K_ii = ||J_i||_F^2) of the same initial net and probe points."""
     problem = make_problem("poisson", **PROBLEM)
     ratios = []
     for seed in range(5):
-        lam_b, lam_r = ntk_weights_at_init(problem, NET, seed=seed)
-        assert lam_r == pytest.approx(1.0 + 1.0 / (lam_b / lam_r), rel=1e-5)  # lambda_r = 1 + Tr K_uu / Tr K_rr
+        weights = ntk_weights_at_init(problem, NET, seed=seed)
+        trainer = Trainer(problem, NET, TrainConfig(seed=seed))  # the initial params and probe points it uses
+        with h.float64():
+            probe = [h.to64(x) for x in trainer.probe]
+            jac = h.explicit_jacobian(trainer.apply, h.to64(trainer.state.params), problem.terms, probe)
+        ends = np.cumsum([0, *(len(x) for x in probe)])
+        traces = np.array([np.sum(jac[a:b] ** 2) for a, b in zip(ends[:-1], ends[1:], strict=True)])
+        np.testing.assert_allclose(weights, traces.sum() / traces, rtol=1e-5, err_msg=f"seed {seed}")
+        lam_b, lam_r = weights
         ratios.append(lam_b / lam_r)
     assert 50 <= ratios[0] <= 200, ratios  # paper: 100
     assert 50 <= np.median(ratios) <= 200, ratios

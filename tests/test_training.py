@@ -165,9 +165,9 @@ def test_divergence_is_caught_replayed_and_recorded(poisson):
     assert diverged is not None and all(s.diverged is None for s in snaps[:-1])
     assert diverged % 10 > 1  # this set-up blows up inside a chunk, so the replay is exercised
     assert history.status == "diverged" and f"step {diverged}" in history.message
-    # The state is replayed to the last step whose loss was finite; the record ends just before it.
+    # The state is replayed to the last step whose loss was finite; the record ends with its row.
     assert trainer.step == diverged - 1
-    np.testing.assert_array_equal(history.curve("steps"), np.arange(trainer.step))
+    np.testing.assert_array_equal(history.curve("steps"), np.arange(diverged))
     assert np.all(np.isfinite(history.curve("losses")))
     assert all(np.all(np.isfinite(x)) for x in _leaves(trainer.state.params))
     assert np.all(np.isfinite(history.prediction))
@@ -266,7 +266,8 @@ def test_divergence_on_a_chunks_first_step_rewinds_into_the_chunk_before(poisson
     for chunk in (diverged, diverged // 2 if diverged % 2 == 0 else 1):
         other, other_snaps = _diverge(poisson, chunk)
         assert other_snaps[-1].diverged == diverged and other.step == diverged - 1
-        np.testing.assert_array_equal(other.history.curve("steps"), np.arange(diverged - 1))
+        np.testing.assert_array_equal(other.history.curve("steps"), np.arange(diverged))
+        np.testing.assert_array_equal(other.history.curve("losses"), trainer.history.curve("losses"))
         for a, b in zip(_leaves(other.state.params), _leaves(trainer.state.params), strict=True):
             np.testing.assert_array_equal(a, b)  # the same replayed state as with any other chunk length
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 from pinnlab.cache import directory, enable_compilation_cache
+from pinnlab.files import write_file
 
 __all__ = ["directory", "enable_compilation_cache", "estimate_chunk", "pow2_chunk", "remember_chunk",
            "remembered_chunk"]
@@ -55,9 +55,6 @@ def remember_chunk(key: str, chunk: int) -> None:
     try:
         memo = json.loads(path.read_text()) if path.exists() else {}
         memo[key] = int(chunk)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(memo, indent=0, sort_keys=True))
-        os.replace(tmp, path)
+        write_file(path, json.dumps(memo, indent=0, sort_keys=True))
     except (OSError, ValueError, AttributeError):
         pass

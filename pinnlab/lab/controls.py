@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import ipywidgets as w
 
-from pinnlab.lab.state import LIVE, PARAM_NAME, PRESETS, LabState
+from pinnlab.lab.state import LIVE, PARAM_NAME, PRESETS, RANGES, LabState
 from pinnlab.nets import CONVENTIONS
 from pinnlab.problems import PROBLEMS
 from pinnlab.training import OPTIMIZERS
@@ -55,14 +55,15 @@ def live_widgets(suffixes: tuple[str, ...] = ("",)) -> dict[str, w.Widget]:
             options=RULE_OPTIONS, description=label, style={**_STYLE, "button_width": "132px"},
             tooltips=["unweighted loss: every λ = 1", "λ_i = Σ_j Tr K_jj / Tr K_ii (paper Algorithm 1)",
                       "mean-diagonal variant with a moving average (jaxpi)"])
-    out["update_every"] = _int("weights every", 1, 10**9, "M: refresh the weights every M steps", "170px")
+    out["update_every"] = _int("weights every", *RANGES["update_every"], "M: refresh the weights every M steps",
+                               "170px")
     out["lr_scale"] = w.FloatLogSlider(base=10, min=-4, max=2, step=0.05, description="lr ×", readout_format=".3g",
                                        tooltip="multiplies every optimiser update (live)", style=_STYLE,
                                        layout=w.Layout(width="260px"))
-    out["ntk_every"] = _int("NTK every", 0, 10**9, "refresh the logged traces (and the spectra) every n steps; "
-                            "0 = only with the weights", "150px")
-    out["budget"] = _int("budget", 0, 10**9, "pause at this step (the paper's step count); weights never refresh "
-                         "past it; 0 = none", "170px")
+    out["ntk_every"] = _int("NTK every", *RANGES["ntk_every"], "refresh the logged traces (and the spectra) every "
+                            "n steps; 0 = only with the weights", "150px")
+    out["budget"] = _int("budget", *RANGES["budget"], "pause at this step (the paper's step count); weights never "
+                         "refresh past it; 0 = none", "170px")
     return out
 
 
@@ -71,18 +72,18 @@ def reset_widgets() -> dict[str, w.Widget]:
     return {
         "problem": _dropdown("problem", list(PROBLEMS), "the PDE (fills in its defaults)", "170px"),
         "param": _float("a", "the PDE's parameter"),
-        "width": _int("width", 1, 8192, "neurons per hidden layer", "130px"),
-        "depth": _int("depth", 1, 32, "hidden layers", "110px"),
+        "width": _int("width", *RANGES["width"], "neurons per hidden layer", "130px"),
+        "depth": _int("depth", *RANGES["depth"], "hidden layers", "110px"),
         "convention": _dropdown("convention", list(CONVENTIONS), "paper_code: standard parameterisation, code init, "
                                 "z-scored inputs; paper_text: NTK parameterisation, N(0,1), raw inputs", "220px"),
         "optimizer": _dropdown("optimizer", list(OPTIMIZERS), "gradient descent or Adam", "150px"),
         "lr": _float("lr", "base learning rate", "140px"),
         "decay": _float("decay/1000", "learning-rate factor per 1000 steps (1 = constant)", "150px"),
-        "n_b": _int("n_b", 2, 10**6, "boundary / initial points (the wave's u_t term gets a third)", "130px"),
-        "n_r": _int("n_r", 2, 10**6, "residual (collocation) points", "130px"),
-        "n_ntk": _int("n_ntk", 2, 10**5, "NTK probe points per term (2D problems)", "130px"),
-        "seed": _int("seed", 0, 2**31 - 1, "initialisation, points and probe points", "120px"),
-        "chunk": _int("chunk", 0, 4096, "steps per jitted call; 0 = auto (~30 ms)", "120px"),
+        "n_b": _int("n_b", *RANGES["n_b"], "boundary / initial points (the wave's u_t term gets a third)", "130px"),
+        "n_r": _int("n_r", *RANGES["n_r"], "residual (collocation) points", "130px"),
+        "n_ntk": _int("n_ntk", *RANGES["n_ntk"], "NTK probe points per term (2D problems)", "130px"),
+        "seed": _int("seed", *RANGES["seed"], "initialisation, points and probe points", "120px"),
+        "chunk": _int("chunk", *RANGES["chunk"], "steps per jitted call; 0 = auto (~30 ms)", "120px"),
     }
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import ipywidgets as w
 import numpy as np
 
+from pinnlab.files import write_file
 from pinnlab.history import History
 from pinnlab.lab import cache, tasks
 from pinnlab.lab.controls import PRESENTATION_CLASS, Controls
@@ -432,8 +433,7 @@ class Lab:
             history = run.finish_history(f"exported from pinnlab.Lab at step {run.step:,}; live controls then: {live}")
             history.save(target)
             notes.append(_write_report(history, target))
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "lab_config.txt").write_text(self.config + "\n")
+        write_file(directory / "lab_config.txt", self.config + "\n")
         report = "" if all(notes) else " (no HTML report: pinnlab.report is not available)"
         self.controls.exported.value = f"saved to <code>{html.escape(str(directory))}</code>{report}"
         return directory

@@ -10,15 +10,19 @@ engine's ``(Problem, NetConfig, TrainConfig)``.
 from __future__ import annotations
 
 import dataclasses
-import math
 from urllib.parse import parse_qsl, urlencode
 
+from pinnlab import checks
 from pinnlab.nets import CONVENTIONS, NetConfig, convention
 from pinnlab.problems import PROBLEMS, Problem, make_problem
 from pinnlab.training import OPTIMIZERS, TrainConfig
 from pinnlab.weighting import RULES
 
 LIVE = ("rule", "update_every", "lr_scale", "ntk_every", "budget")
+# The allowed range of every integer field: the widgets' bounds and the config string's, stated once.
+RANGES = {"width": (1, 8192), "depth": (1, 32), "n_b": (2, 10**6), "n_r": (2, 10**6), "n_ntk": (2, 10**5),
+          "seed": (0, 2**31 - 1), "chunk": (0, 4096), "update_every": (1, 10**9), "ntk_every": (0, 10**9),
+          "budget": (0, 10**9)}
 # The one parameter of each PDE that the lab exposes, by the name its problem function takes.
 PARAM_NAME = {"poisson": "a", "wave": "c", "heat": "k"}
 # Evaluation grid of the 2D problems: 101 x 101 keeps a live prediction under ~10 ms on a laptop core.
@@ -70,18 +74,11 @@ class LabState:
         _choice("convention", self.convention, CONVENTIONS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("rule", self.rule, RULES)
-        for name in ("width", "depth", "update_every"):
-            _at_least(name, getattr(self, name), 1)
-        for name in ("n_b", "n_r", "n_ntk"):
-            _at_least(name, getattr(self, name), 2)
-        for name in ("chunk", "ntk_every", "seed", "budget"):
-            _at_least(name, getattr(self, name), 0)
+        for name, (low, high) in RANGES.items():
+            checks.integer(name, getattr(self, name), low, high)
         for name in ("lr", "lr_scale", "decay"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-        if not math.isfinite(self.param):
-            raise ValueError(f"param must be a finite number, got {self.param!r}")
+            checks.number(name, getattr(self, name), positive=True)
+        checks.number("param", self.param)
 
     # -- views --------------------------------------------------------------------------------
     def replace(self, **changes) -> LabState:
@@ -127,25 +124,21 @@ def _fmt(value) -> str:
 def _coerce(name: str, kind: str, value):
     """Strings (from a config string or a text box) to the field's type, with a message naming the field."""
     try:
+        if kind in ("int", "float") and isinstance(value, str):
+            value = float(value)  # "8.5" stays 8.5 here, and the check below refuses it as an integer
         if kind == "int":
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(float(value)) if isinstance(value, str) else int(value)
+            return checks.integer(name, value)
         if kind == "float":
-            return float(value)
+            return checks.number(name, value)
         return str(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be {'an integer' if kind == 'int' else 'a number'}, got {value!r}") from None
+        raise ValueError(f"{name} must be {'an integer' if kind == 'int' else 'a finite number'}, "
+                         f"got {value!r}") from None
 
 
 def _choice(name: str, value, choices) -> None:
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
-
-
-def _at_least(name: str, value: int, low: int) -> None:
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value!r}")
 
 
 # -- presets ------------------------------------------------------------------------------------

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
+import warnings
+
+import jax.numpy as jnp
+import numpy as np
+
+from pinnlab import checks
 from pinnlab.problems.base import Problem, Term
 from pinnlab.problems.heat import Heat1D
 from pinnlab.problems.poisson import Poisson1D
@@ -11,13 +18,40 @@ PROBLEMS = {"poisson": Poisson1D, "wave": Wave1D, "heat": Heat1D}
 
 
 def make_problem(name: str, **kwargs) -> Problem:
-    """The problem registered as ``name``, built with its keyword parameters (e.g. ``a=4``)."""
+    """The problem registered as ``name``, built with its keyword parameters (e.g. ``a=4``).
+
+    Each keyword is checked against the type of its default: counts (``n_*``) are integers in
+    1..:data:`~pinnlab.checks.MAX_POINTS`, parameters finite numbers; a problem whose exact solution is
+    not finite on its grid (e.g. ``a=1e300``) is refused.
+    """
     if name not in PROBLEMS:
         raise ValueError(f"unknown problem {name!r}; choose one of {', '.join(PROBLEMS)}")
+    kwargs = _checked(name, kwargs)
     key = (name, tuple(sorted(kwargs.items())))
     if key not in _CACHE:  # problems are immutable: sharing one lets runs share compiled code
-        _CACHE[key] = PROBLEMS[name](**kwargs)
+        problem = PROBLEMS[name](**kwargs)
+        with warnings.catch_warnings():  # the overflow is the finding, reported below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            exact = np.asarray(problem.exact(jnp.asarray(problem.grid)))
+        if not np.all(np.isfinite(exact)):
+            raise ValueError(f"problem {name} with {kwargs} has a non-finite exact solution on its grid; "
+                             "choose smaller parameters")
+        _CACHE[key] = problem
     return _CACHE[key]
+
+
+def _checked(name: str, kwargs: dict) -> dict:
+    """Keywords of the problem function, each checked by the type of its default."""
+    params = inspect.signature(PROBLEMS[name]).parameters
+    out = {}
+    for key, value in kwargs.items():
+        if key not in params:
+            raise ValueError(f"problem {name} has no parameter {key!r}; its parameters: {', '.join(params)}")
+        if isinstance(params[key].default, int):
+            out[key] = checks.integer(key, value, 1, checks.MAX_POINTS)
+        else:
+            out[key] = checks.number(key, value)
+    return out
 
 
 _CACHE: dict = {}
