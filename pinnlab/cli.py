@@ -22,6 +22,7 @@ import math
 import shutil
 import signal
 import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -33,39 +34,25 @@ from pinnlab.cache import enable_compilation_cache
 from pinnlab.files import DirectoryLock, OutputBusy, WriteError, check_writable, to_json, write_files
 from pinnlab.history import History
 from pinnlab.nets import ACTIVATIONS, CONVENTIONS, INITS, PARAMETERIZATIONS, convention
-from pinnlab.problems import PROBLEMS, make_problem
+from pinnlab.problems import ENTRIES, PROBLEMS, make_problem
 from pinnlab.provenance import versions
 from pinnlab.training import OPTIMIZERS, TrainConfig, Trainer, check_size, ntk_weights_at_init
 from pinnlab.weighting import RULES
 
-# Per-problem defaults. ``update_every=None`` means once, at step 0: the paper's Poisson weights
-# come from the NTK at initialisation and stay fixed (paper Sec. 7.2).
-PRESETS: dict[str, dict[str, Any]] = {
-    "poisson": dict(width=100, depth=1, optimizer="sgd", lr=1e-5, decay_steps=None, decay_rate=1.0, steps=40000,
-                    chunk=1000, weighting="ntk", update_every=None),
-    "wave": dict(width=100, depth=3, optimizer="adam", lr=1e-3, decay_steps=1000, decay_rate=0.9, steps=2000,
-                 chunk=100, weighting="ntk", update_every=100),
-    "heat": dict(width=50, depth=3, optimizer="adam", lr=1e-3, decay_steps=1000, decay_rate=0.9, steps=2000,
-                 chunk=100, weighting="ntk", update_every=100),
-}
-# Term names whose problem keyword is not ``n_<term>``.
-BATCH_ALIASES = {"poisson": {"u": "n_b", "b": "n_b"}}
-PROBLEM_FLOATS = ("a", "c", "k")
+# Every problem's defaults, parameters and --batch names come from its registry entry (pinnlab.problems).
+FLOAT_PARAMS = tuple(dict.fromkeys(p for e in ENTRIES.values() for p in e.floats))
 
-EPILOG = """\
-per-problem defaults (any option overrides them):
-  poisson  paper E3: u_xx = f, u = sin(a pi x), a=4; 1x100 tanh, sgd lr 1e-5, 40000 steps, chunk 1000;
-           weights from the NTK at step 0, then fixed (paper Sec. 7.2: rel. L2 ~2e-3;
-           --weighting none gives the plain PINN, ~0.12)
-  wave     paper E4 code setup on a CPU-sized net: c=2; 3x100 tanh, adam 1e-3 decaying 0.9 per 1000
-           steps, 2000 steps, Algorithm 1 weights every 100 steps (the paper: 3x500, 80000 steps)
-  heat     u_t = k u_xx, k=0.1; 3x50 tanh, adam 1e-3 decaying 0.9 per 1000 steps, 2000 steps,
-           Algorithm 1 every 100 steps
+
+def _epilog() -> str:
+    lines = ["per-problem defaults (any option overrides them):"]
+    for name, entry in ENTRIES.items():
+        lines.append(textwrap.fill(entry.summary, 110, initial_indent=f"  {name:<10} ", subsequent_indent=" " * 13))
+    return "\n".join([*lines, """\
 NTK spectra are recorded at steps 0 and the last step unless --spectra-at says otherwise.
 Writes OUT/metrics.json, OUT/history.json + history.npz and OUT/report.html (needs plotly:
 pip install pinnlab[report]). Exit codes: 0 done, 1 diverged, 2 bad input, 3 write failed,
 130/143/129 interrupted by Ctrl-C/SIGTERM/SIGHUP (what exists is written).
-"""
+"""])
 
 
 class UsageError(Exception):
@@ -196,14 +183,14 @@ def unit_float(text: str) -> float:
 def _problem_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("problem")
     g.add_argument("--problem", required=True, choices=sorted(PROBLEMS), help="the PDE to solve")
-    g.add_argument("--a", type=finite_float, help="poisson: u = sin(a pi x) (default 4); wave: amplitude of the "
-                   "fast mode (default 0.5)")
-    g.add_argument("--c", type=positive_float, help="wave: wave speed (default 2)")
-    g.add_argument("--k", type=positive_float, help="heat: diffusivity (default 0.1)")
+    for p in FLOAT_PARAMS:
+        owners = "; ".join(e.params_help[p] for e in ENTRIES.values() if p in e.floats)
+        g.add_argument(f"--{p}", type=finite_float, help=owners)
     g.add_argument("--batch", metavar="TERM=N,...", help="training points per term, e.g. u=300,ut=100,r=300 "
                    "(poisson: u=100,r=100), or the problem's n_* keywords, e.g. n_b=100,n_r=100")
-    g.add_argument("--ntk-points", type=positive_int, metavar="N", help="points per term for the NTK blocks "
-                   "(wave, heat; poisson uses its training points)")
+    own = ", ".join(name for name, e in ENTRIES.items() if e.own_probe_points)
+    g.add_argument("--ntk-points", type=positive_int, metavar="N", help=f"points per term for the NTK blocks "
+                   f"({own}; the others use their training points)")
 
 
 def _net_options(parser: argparse.ArgumentParser) -> None:
@@ -256,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a PINN; write metrics.json, history.json/.npz and report.html",
                            description="Train a PINN and write metrics, history and an HTML report.",
-                           epilog=EPILOG, formatter_class=formatter)
+                           epilog=_epilog(), formatter_class=formatter)
     _problem_options(train)
     _net_options(train)
     _train_options(train)
@@ -346,12 +333,12 @@ def problem_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments of the problem factory from --a/--c/--k/--batch/--ntk-points."""
     name, kwargs = args.problem, {}
     accepted = inspect.signature(PROBLEMS[name]).parameters
-    for p in PROBLEM_FLOATS:
+    for p in FLOAT_PARAMS:
         value = getattr(args, p)
         if value is None:
             continue
         if p not in accepted:
-            own = ", ".join(f"--{q}" for q in PROBLEM_FLOATS if q in accepted) or "none"
+            own = ", ".join(f"--{q}" for q in ENTRIES[name].floats) or "none"
             raise UsageError(f"--{p} {value} does not apply to problem {name} (its parameters: {own})")
         kwargs[p] = value
     if args.batch is not None:
@@ -367,13 +354,13 @@ def problem_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def _batch(name: str, text: str, accepted) -> dict[str, int]:
     """--batch ``u=300,r=300`` (term names) or ``n_b=100`` (factory keywords) -> factory keywords."""
     sizes = [k for k in accepted if k.startswith("n_")]
-    example = "u=100,r=100" if name != "wave" else "u=300,ut=100,r=300"
+    example = ",".join(f"{t.name}={t.n}" for t in PROBLEMS[name]().terms)  # numpy only: cheap
     pairs = _pairs(text, "--batch", example, positive_int, "positive integer")
     out = {}
     for key, n in pairs.items():
-        keyword = key if key in sizes else BATCH_ALIASES.get(name, {}).get(key, f"n_{key}")
+        keyword = key if key in sizes else ENTRIES[name].aliases.get(key, f"n_{key}")
         if keyword not in sizes:
-            terms = ", ".join(PROBLEMS[name]().term_names)  # default construction is cheap (numpy only)
+            terms = ", ".join(PROBLEMS[name]().term_names)
             raise UsageError(f"bad --batch {text!r}: problem {name} has no term {key!r}; its terms are {terms} "
                              f"(keywords {', '.join(sizes)}), e.g. --batch {example}")
         out[keyword] = n
@@ -513,7 +500,7 @@ def _setup(args: argparse.Namespace):
     """Problem, net config and preset from the options; engine ValueErrors become UsageErrors."""
     try:
         problem = make_problem(args.problem, **problem_kwargs(args))
-        preset = PRESETS[args.problem]
+        preset = ENTRIES[args.problem].train
         net = net_config(args, problem, preset)
         check_size(problem, net)
         return problem, net, preset

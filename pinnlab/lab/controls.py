@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 import ipywidgets as w
 
-from pinnlab.lab.state import LIVE, PARAM_NAME, PRESETS, RANGES, LabState
+from pinnlab.lab.state import LIVE, PRESETS, RANGES, LabState
 from pinnlab.nets import CONVENTIONS
-from pinnlab.problems import PROBLEMS
+from pinnlab.problems import ENTRIES, PROBLEMS
 from pinnlab.training import OPTIMIZERS
 
 RULE_OPTIONS = [("off (λ = 1)", "none"), ("NTK (Alg. 1)", "ntk"), ("NTK mean + EMA", "ntk_mean")]
@@ -29,7 +29,6 @@ PRESENTATION_CSS = f"""<style>
 .{PRESENTATION_CLASS} .widget-toggle-buttons > .widget-label {{ display: none; }}
 .{PRESENTATION_CLASS} .widget-toggle-buttons button {{ width: auto !important; padding: 0 12px; }}
 </style>"""
-_PARAM_HELP = {"a": "u = sin(a π x)", "c": "wave speed c", "k": "diffusivity k"}
 
 
 def _int(description: str, low: int, high: int, tooltip: str, width: str = "150px") -> w.BoundedIntText:
@@ -158,10 +157,10 @@ class Controls:
             self.label_param(first.problem)
 
     def label_param(self, problem: str) -> None:
-        name = PARAM_NAME[problem]
-        self.reset["param"].description = name
-        self.reset["param"].tooltip = _PARAM_HELP[name]
-        self.reset["n_ntk"].disabled = problem == "poisson"  # Poisson's NTK uses its training points
+        entry = ENTRIES[problem]
+        self.reset["param"].description = entry.param
+        self.reset["param"].tooltip = entry.params_help[entry.param]
+        self.reset["n_ntk"].disabled = not entry.own_probe_points  # e.g. Poisson's NTK uses its training points
 
     def mark_pending(self, pending: bool) -> None:
         """Highlight Reset while the reset widgets differ from the running configuration."""

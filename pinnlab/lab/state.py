@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from pinnlab import checks
 from pinnlab.nets import CONVENTIONS, NetConfig, convention
-from pinnlab.problems import PROBLEMS, Problem, make_problem
+from pinnlab.problems import ENTRIES, PROBLEMS, Problem, make_problem
 from pinnlab.training import OPTIMIZERS, TrainConfig
 from pinnlab.weighting import RULES
 
@@ -23,10 +23,6 @@ LIVE = ("rule", "update_every", "lr_scale", "ntk_every", "budget")
 RANGES = {"width": (1, 8192), "depth": (1, 32), "n_b": (2, 10**6), "n_r": (2, 10**6), "n_ntk": (2, 10**5),
           "seed": (0, 2**31 - 1), "chunk": (0, 4096), "update_every": (1, 10**9), "ntk_every": (0, 10**9),
           "budget": (0, 10**9)}
-# The one parameter of each PDE that the lab exposes, by the name its problem function takes.
-PARAM_NAME = {"poisson": "a", "wave": "c", "heat": "k"}
-# Evaluation grid of the 2D problems: 101 x 101 keeps a live prediction under ~10 ms on a laptop core.
-EVAL_2D = 101
 DECAY_STEPS = 1000  # the wave code's schedule: lr * decay ** (step / 1000)
 
 
@@ -97,7 +93,8 @@ class LabState:
 
     @property
     def param_name(self) -> str:
-        return PARAM_NAME[self.problem]
+        """The problem's parameter that ``param`` sets (its registry entry's ``param``)."""
+        return ENTRIES[self.problem].param
 
     # -- the shareable string -----------------------------------------------------------------
     def to_string(self) -> str:
@@ -142,19 +139,10 @@ def _choice(name: str, value, choices) -> None:
 
 
 # -- presets ------------------------------------------------------------------------------------
-_POISSON = {}
-# Budgets: the paper's step counts (Poisson 40,000 GD steps; wave 80,000 Adam steps; Figs. 2-3 10,000).
-_WAVE = dict(problem="wave", param=2.0, width=50, depth=3, optimizer="adam", lr=1e-3, decay=0.9, n_b=300, n_r=300,
-             n_ntk=100, budget=80_000)
-_HEAT = dict(problem="heat", param=0.1, width=50, depth=3, optimizer="adam", lr=1e-3, n_b=150, n_r=300, n_ntk=100,
-             budget=0)
-
-PRESETS: dict[str, tuple[str, dict]] = {
-    "poisson": ("Poisson u = sin(4πx), 1×100 tanh, gradient descent lr 1e-5 (paper Sec. 7.2), unweighted: "
-                "switch the rule to ntk and watch λ_u and the boundary loss", _POISSON),
-    "wave": ("Wave u_tt = 4 u_xx (paper Sec. 7.3) at laptop size: 3×50 tanh, Adam 1e-3 ×0.9/1000 steps",
-             _WAVE),
-    "heat": ("Heat u_t = 0.1 u_xx (beyond the paper), 3×50 tanh, Adam 1e-3", _HEAT),
+# One preset per registered problem (its entry's ``lab``), then the paper's figures. Budgets: the paper's
+# step counts (Poisson 40,000 GD steps; wave 80,000 Adam steps; Figs. 2-3 10,000).
+PRESETS: dict[str, tuple[str, dict]] = {name: (e.lab_caption, e.lab) for name, e in ENTRIES.items()}
+PRESETS.update({
     "fig1": ("Fig. 1: spectra of K, K_uu, K_rr for u = sin(πx), 1×100: K_rr dwarfs K_uu",
              dict(param=1.0, ntk_every=1000, budget=10_000)),
     "fig2": ("Fig. 2: a wide net's NTK barely moves: 1×500, u = sin(πx), GD 1e-5 (compare the faint step-0 "
@@ -163,8 +151,8 @@ PRESETS: dict[str, tuple[str, dict]] = {
     "fig4": ("Fig. 4: u = sin(4πx) with Algorithm 1's weights from the NTK at step 0, held for the paper's "
              "40,000 steps", dict(rule="ntk", update_every=40_000)),
     "wave_paper": ("Figs. 6-8: the wave with the paper's 3×500 net and Algorithm 1 every 100 steps on 300 "
-                   "points per term (GPU-sized)", {**_WAVE, "width": 500, "n_ntk": 300, "rule": "ntk"}),
-}
+                   "points per term (GPU-sized)", {**ENTRIES["wave"].lab, "width": 500, "n_ntk": 300, "rule": "ntk"}),
+})
 PRESETS["fig6"] = PRESETS["wave_paper"]
 
 
@@ -188,14 +176,9 @@ def resolve(config: str | LabState = "poisson", **overrides) -> LabState:
 
 # -- to the engine -------------------------------------------------------------------------------
 def problem_kwargs(state: LabState) -> dict:
-    """Keyword arguments of the problem function for this state."""
-    kw = {state.param_name: state.param}
-    if state.problem == "poisson":
-        return {**kw, "n_b": state.n_b, "n_r": state.n_r}
-    kw.update(n_u=state.n_b, n_r=state.n_r, n_ntk=state.n_ntk, n_eval=EVAL_2D)
-    if state.problem == "wave":
-        kw["n_ut"] = max(1, state.n_b // 3)  # the code's 300 / 100 split
-    return kw
+    """Keyword arguments of the problem function for this state (the entry maps the lab's point boxes)."""
+    entry = ENTRIES[state.problem]
+    return {entry.param: state.param, **entry.lab_points(state.n_b, state.n_r, state.n_ntk)}
 
 
 def build(state: LabState, chunk: int) -> tuple[Problem, NetConfig, TrainConfig]:

@@ -1,8 +1,14 @@
-"""PDE problems by name. Add a PDE: write one file like ``heat.py`` and register it here."""
+"""PDE problems by name. Add a PDE: write one file like ``heat.py`` that ends by registering it.
+
+Every module of this package is imported here, so a new file registers itself: the CLI and the lab read
+:data:`ENTRIES` (see :mod:`pinnlab.problems.registry`) and need no edit.
+"""
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import pkgutil
 import warnings
 
 import jax.numpy as jnp
@@ -12,9 +18,17 @@ from pinnlab import checks
 from pinnlab.problems.base import Problem, Term
 from pinnlab.problems.heat import Heat1D
 from pinnlab.problems.poisson import Poisson1D
+from pinnlab.problems.registry import ENTRIES, Entry
 from pinnlab.problems.wave import Wave1D
 
-PROBLEMS = {"poisson": Poisson1D, "wave": Wave1D, "heat": Heat1D}
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")
+# Listings show the paper's problems first, then the others by name.
+_FIRST = ("poisson", "wave", "heat")
+for _name in [*_FIRST, *sorted(set(ENTRIES) - set(_FIRST))]:
+    ENTRIES[_name] = ENTRIES.pop(_name)
+
+PROBLEMS = {name: entry.factory for name, entry in ENTRIES.items()}
 
 
 def make_problem(name: str, **kwargs) -> Problem:
@@ -57,4 +71,4 @@ def _checked(name: str, kwargs: dict) -> dict:
 _CACHE: dict = {}
 
 
-__all__ = ["PROBLEMS", "Heat1D", "Poisson1D", "Problem", "Term", "Wave1D", "make_problem"]
+__all__ = ["ENTRIES", "PROBLEMS", "Entry", "Heat1D", "Poisson1D", "Problem", "Term", "Wave1D", "make_problem"]

@@ -1,6 +1,7 @@
 """1D heat equation u_t = k u_xx on (x, t) in (0, 1)^2: a PDE beyond the paper, with a 2D domain.
 
-It shows what adding a PDE takes: an exact solution, a few samplers and one residual per term.
+It shows what adding a PDE takes: an exact solution, a few samplers, one residual per term and its
+registration (CLI and lab settings) at the end of the file.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import numpy as np
 
 from pinnlab.derivatives import d1, d2
 from pinnlab.problems.base import Problem, Term, space_time, stacked, uniform
+from pinnlab.problems.registry import Entry, register
 
 T, X = 0, 1
 
@@ -46,3 +48,18 @@ def Heat1D(k: float = 0.1, n_u: int = 150, n_r: int = 300, n_ntk: int = 150, n_e
         default_init="glorot_normal",
         params={"k": k, "n_u": n_u, "n_r": n_r, "n_ntk": n_ntk},
     )
+
+
+register(Entry(
+    name="heat", factory=Heat1D,
+    summary="u_t = k u_xx, k=0.1; 3x50 tanh, adam 1e-3 decaying 0.9 per 1000 steps, 2000 steps, Algorithm 1 "
+            "every 100 steps",
+    params_help={"k": "heat: diffusivity (default 0.1)"},
+    param="k",
+    train=dict(width=50, depth=3, optimizer="adam", lr=1e-3, decay_steps=1000, decay_rate=0.9, steps=2000,
+               chunk=100, weighting="ntk", update_every=100),
+    lab=dict(problem="heat", param=0.1, width=50, depth=3, optimizer="adam", lr=1e-3, n_b=150, n_r=300, n_ntk=100,
+             budget=0),
+    lab_caption="Heat u_t = 0.1 u_xx (beyond the paper), 3×50 tanh, Adam 1e-3",
+    lab_points=lambda n_b, n_r, n_ntk: dict(n_u=n_b, n_r=n_r, n_ntk=n_ntk, n_eval=101),
+))
