@@ -33,11 +33,13 @@ TINY = ["train", "--problem", "poisson", "--width", "8", "--steps", "200", "--ch
 
 def _start(out: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    # A shell's background jobs inherit SIGINT ignored, and Python keeps an ignored SIGINT ignored: give the
-    # child the default a terminal gives it.
-    return subprocess.Popen([sys.executable, "-m", "pinnlab", *SLOW, "--out", str(out), *extra], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # A shell's background jobs inherit SIGINT ignored, and Python keeps an ignored SIGINT ignored: the child
+    # first takes the handler a terminal gives it (a preexec_fn would fork this multithreaded JAX process),
+    # then runs `python -m pinnlab`'s main.
+    launcher = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                "from pinnlab.__main__ import main; sys.exit(main())")
+    return subprocess.Popen([sys.executable, "-c", launcher, *SLOW, "--out", str(out), *extra], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _wait_for_training(proc: subprocess.Popen, timeout: float = 180.0) -> None:
