@@ -68,9 +68,9 @@ from pinnlab.training import (
     Controls,
     TrainConfig,
     TrainState,
-    _optimizer,
     divergence_message,
     live_controls,
+    make_optimizer,
     make_step,
 )
 
@@ -351,7 +351,7 @@ class Ensemble:
         _check(problem, net_config, config, self.members)
         self.problem, self.net_config, self.config = problem, net_config, config
         self.mesh = _check_mesh(mesh)
-        self.optimizer = _optimizer(config.optimizer, config.lr, config.decay_steps, config.decay_rate)
+        self.optimizer = make_optimizer(config)
         starts = [_start(problem, net_config, self._weights(m), self.optimizer, m.seed) for m in self.members]
         net = starts[0][1]  # one architecture: every member shares its apply (and compiled code)
         self.apply, self.num_params = net.apply, net.num_params

@@ -20,13 +20,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pinnlab import checks, ntk, residuals, weighting
+from pinnlab import checks, ntk, optimizers, residuals, weighting
 from pinnlab.checks import MAX_STEPS
 from pinnlab.history import History, Snapshot
 from pinnlab.nets import NetConfig, make_net
+from pinnlab.optimizers import OPTIMIZERS
 from pinnlab.problems.base import Problem
 
-OPTIMIZERS = ("sgd", "adam")
 DENSE_SPECTRA_MAX = 2048  # probe points up to which spectra come from the formed K (all eigenvalues)
 SPECTRA_TOP_K = 50  # eigenvalues per spectrum above that (Lanczos)
 
@@ -138,15 +138,8 @@ def divergence_message(diverged: int, kept: int) -> str:
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """SGD or Adam with the config's constant or exponentially decaying learning rate."""
-    return _optimizer(config.optimizer, config.lr, config.decay_steps, config.decay_rate)
-
-
-@functools.lru_cache(maxsize=32)
-def _optimizer(name, lr, decay_steps, decay_rate) -> optax.GradientTransformation:
-    if decay_steps is not None:
-        lr = optax.exponential_decay(lr, decay_steps, decay_rate)
-    return optax.sgd(lr) if name == "sgd" else optax.adam(lr)
+    """The config's optimiser (:mod:`pinnlab.optimizers`) with its constant or decaying learning rate."""
+    return optimizers.make(config.optimizer, config.lr, config.decay_steps, config.decay_rate)
 
 
 def total_loss(apply, problem: Problem, params, batches, weights):
@@ -277,7 +270,7 @@ class Trainer:
         key_init, key_data, key_probe, key_run = jax.random.split(jax.random.key(config.seed), 4)
         self.net = make_net(net_config, problem.dim, problem.mean, problem.std, key_init)
         self.apply = self.net.apply
-        self.optimizer = _optimizer(config.optimizer, config.lr, config.decay_steps, config.decay_rate)
+        self.optimizer = make_optimizer(config)
         self.data = problem.sample(key_data)
         self.probe = problem.sample(key_probe, ntk=True)  # fixed points for spectra and NTK drift
         params = self.net.params if params is None else _matching(params, self.net.params, net_config)

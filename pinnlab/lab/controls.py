@@ -75,7 +75,7 @@ def reset_widgets() -> dict[str, w.Widget]:
         "depth": _int("depth", *RANGES["depth"], "hidden layers", "110px"),
         "convention": _dropdown("convention", list(CONVENTIONS), "paper_code: standard parameterisation, code init, "
                                 "z-scored inputs; paper_text: NTK parameterisation, N(0,1), raw inputs", "220px"),
-        "optimizer": _dropdown("optimizer", list(OPTIMIZERS), "gradient descent or Adam", "150px"),
+        "optimizer": _dropdown("optimizer", list(OPTIMIZERS), "the optimiser (pinnlab.optimizers)", "150px"),
         "lr": _float("lr", "base learning rate", "140px"),
         "decay": _float("decay/1000", "learning-rate factor per 1000 steps (1 = constant)", "150px"),
         "n_b": _int("n_b", *RANGES["n_b"], "boundary / initial points (the wave's u_t term gets a third)", "130px"),
