@@ -61,6 +61,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from pinnlab import weighting
 from pinnlab.history import History, Snapshot
 from pinnlab.nets import Net, NetConfig, make_net
 from pinnlab.problems.base import Problem
@@ -283,6 +284,9 @@ def _check(problem: Problem, net_config: NetConfig, config: TrainConfig, members
     if config.spectra_at:
         raise ValueError(f"an Ensemble records no NTK spectra, got spectra_at={config.spectra_at!r}; drop it, or "
                          "run the member alone with Trainer(problem, net, dataclasses.replace(config, seed=...))")
+    if weighting.needs_gradients(config.weighting):
+        raise ValueError(f"an Ensemble runs the trace-based weighting rules only, got {config.weighting!r}; run "
+                         "each member alone with Trainer")
     m = len(problem.terms)
     for i, member in enumerate(members):
         weights = config.initial_weights if member.initial_weights is None else member.initial_weights

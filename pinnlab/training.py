@@ -153,11 +153,25 @@ def total_loss(apply, problem: Problem, params, batches, weights):
     return jnp.sum(weights * losses), losses
 
 
-def make_step(apply, problem: Problem, optimizer):
+def gradient_stats(apply, problem: Problem, params, batches) -> tuple[jax.Array, jax.Array]:
+    """``(max |dL_i/dtheta|, mean |dL_i/dtheta|)`` per term: the statistics of gradient-based weighting rules.
+    Traceable; one reverse pass per term."""
+    ones = jnp.ones(len(problem.terms))
+    grads = jax.jacrev(lambda p: total_loss(apply, problem, p, batches, ones)[1])(params)
+    leaves = [g.reshape(len(problem.terms), -1) for g in jax.tree.leaves(grads)]
+    size = sum(x.shape[1] for x in leaves)
+    max_abs = jnp.max(jnp.stack([jnp.max(jnp.abs(x), axis=1) for x in leaves]), axis=0)
+    mean_abs = sum(jnp.sum(jnp.abs(x), axis=1) for x in leaves) / size
+    return max_abs, mean_abs
+
+
+def make_step(apply, problem: Problem, optimizer, gradients: bool = False):
     """One optimiser step (with the weight refresh of Algorithm 1 before it) as a scan body.
 
     ``data`` and ``probe`` (the fixed training and NTK points) are arguments, not constants, so runs
-    that differ only in seed, weights or points share one compiled chunk.
+    that differ only in seed, weights or points share one compiled chunk. ``gradients``: also give the
+    rules that declare them per-term gradient statistics (their refresh branch adds ~30% to the compile
+    time of every chunk, so only runs that use such a rule pay it).
     """
     counts = jnp.asarray([t.n_ntk for t in problem.terms], jnp.float32)
 
@@ -171,7 +185,8 @@ def make_step(apply, problem: Problem, optimizer):
 
         def fresh(_):
             traces = ntk.traces(apply, carry.params, problem.terms, ntk_batches)
-            new = weighting.update(controls.rule, traces, counts, carry.weights, controls.momentum)
+            stats = (lambda: gradient_stats(apply, problem, carry.params, batches)) if gradients else None
+            new = weighting.update(controls.rule, traces, counts, carry.weights, controls.momentum, stats)
             return traces, jnp.where(due_weights, new, carry.weights)
 
         keep = lambda _: (carry.traces, carry.weights)
@@ -192,11 +207,12 @@ class _Compiled:
     """The jitted functions of one (net, problem, optimiser) structure, shared by every Trainer with
     that structure: a second run (another seed, rule, or weights) reuses the compiled code."""
 
-    def __init__(self, apply, problem: Problem, optimizer):
+    def __init__(self, apply, problem: Problem, optimizer, gradients: bool):
         # One step function with the NTK refresh behind a traced lax.cond. A refresh-free variant for
         # chunks with no refresh due is ~10% faster on tiny steps (E3), but switching the weighting on
         # would then compile it on the spot: live controls must never recompile, so there is one.
-        self.step = make_step(apply, problem, optimizer)
+        self.step = make_step(apply, problem, optimizer, gradients)
+        self.gradients = gradients
         self.eval = jax.jit(lambda p: problem.rel_l2(apply, p))
         self.predict = jax.jit(lambda p: apply(p, jnp.asarray(problem.grid)))
         self.chunks: dict[int, Any] = {}
@@ -216,11 +232,11 @@ class _Compiled:
 _COMPILED: dict[tuple, _Compiled] = {}
 
 
-def _compiled(apply, problem: Problem, config: TrainConfig, optimizer) -> _Compiled:
-    key = (apply, id(problem), config.optimizer, config.lr, config.decay_steps, config.decay_rate)
+def _compiled(apply, problem: Problem, config: TrainConfig, optimizer, gradients: bool) -> _Compiled:
+    key = (apply, id(problem), config.optimizer, config.lr, config.decay_steps, config.decay_rate, gradients)
     entry = _COMPILED.get(key)
     if entry is None or entry.problem is not problem:
-        entry = _Compiled(apply, problem, optimizer)
+        entry = _Compiled(apply, problem, optimizer, gradients)
         entry.problem = problem  # keeps the id above valid while cached
         if len(_COMPILED) > 32:  # bound the cache in long notebook sessions
             _COMPILED.pop(next(iter(_COMPILED)))
@@ -286,7 +302,8 @@ class Trainer:
         self.refresh_until: int | None = None
         self.fixed_weights = self.state.weights  # what rule "none" trains with
         self._chunk_start: TrainState | None = None  # start of the last finished chunk (divergence rewinds)
-        self._compiled = _compiled(self.apply, problem, config, self.optimizer)
+        self._compiled = _compiled(self.apply, problem, config, self.optimizer,
+                                   weighting.needs_gradients(config.weighting))
         self._eval = self._compiled.eval
         self.history = History.empty(problem, net_config, config, self.net.num_params)
         self.k0: np.ndarray | None = None
@@ -300,12 +317,17 @@ class Trainer:
         return self._compiled.traces
 
     def controls(self) -> Controls:
+        if weighting.needs_gradients(self.rule) and not self._compiled.gradients:
+            # the first switch to a gradient-based rule compiles the step that computes its statistics
+            self._compiled = _compiled(self.apply, self.problem, self.config, self.optimizer, True)
+            self._eval = self._compiled.eval
         return live_controls(self.rule, self.update_every, self.ntk_every, self.lr_scale, self.momentum,
                              self.refresh_until)
 
     # -- live changes ---------------------------------------------------------------------------
     def set_rule(self, rule: str) -> None:
-        """Switch the weighting rule now (no recompile), and record the change in the History.
+        """Switch the weighting rule now, and record the change in the History. Switching never recompiles,
+        except the first switch of a run to a rule that needs gradient statistics (``gradnorm``).
 
         ``"none"`` trains with the fixed weights (``initial_weights``, default all 1) from this step on;
         an adaptive rule computes its weights at once from the traces on the probe points, instead of
@@ -319,7 +341,9 @@ class Trainer:
         else:
             traces = _jitted_traces(self.apply, self.problem)(self.state.params, self.probe)
             counts = jnp.asarray([t.n_ntk for t in self.problem.terms], jnp.float32)
-            new = weighting.update(weighting.rule_index(rule), traces, counts, self.state.weights, self.momentum)
+            gradients = lambda: gradient_stats(self.apply, self.problem, self.state.params, self.data)  # noqa: E731
+            new = weighting.update(weighting.rule_index(rule), traces, counts, self.state.weights, self.momentum,
+                                   gradients)
             self.state = self.state._replace(weights=new.astype(self.state.weights.dtype),
                                              traces=traces.astype(self.state.traces.dtype))
         self.rule = rule

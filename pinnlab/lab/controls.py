@@ -16,8 +16,9 @@ from pinnlab.lab.state import LIVE, PRESETS, RANGES, LabState
 from pinnlab.nets import CONVENTIONS
 from pinnlab.problems import ENTRIES, PROBLEMS
 from pinnlab.training import OPTIMIZERS
+from pinnlab.weighting import RULES
 
-RULE_OPTIONS = [("off (λ = 1)", "none"), ("NTK (Alg. 1)", "ntk"), ("NTK mean + EMA", "ntk_mean")]
+RULE_OPTIONS = [(rule.label or name, name) for name, rule in RULES.items() if rule.lab]
 _STYLE = {"description_width": "initial"}
 # Fonts a room can read (16-18 px) for the presentation layout, scoped to its container's class.
 PRESENTATION_CLASS = "pinnlab-presentation"
@@ -52,8 +53,7 @@ def live_widgets(suffixes: tuple[str, ...] = ("",)) -> dict[str, w.Widget]:
         label = f"weighting {suffix.strip('_').upper()}".strip()
         out[f"rule{suffix}"] = w.ToggleButtons(
             options=RULE_OPTIONS, description=label, style={**_STYLE, "button_width": "132px"},
-            tooltips=["unweighted loss: every λ = 1", "λ_i = Σ_j Tr K_jj / Tr K_ii (paper Algorithm 1)",
-                      "mean-diagonal variant with a moving average (jaxpi)"])
+            tooltips=[RULES[name].tooltip for _, name in RULE_OPTIONS])
     out["update_every"] = _int("weights every", *RANGES["update_every"], "M: refresh the weights every M steps",
                                "170px")
     out["lr_scale"] = w.FloatLogSlider(base=10, min=-4, max=2, step=0.05, description="lr ×", readout_format=".3g",

@@ -69,7 +69,7 @@ class LabState:
         _choice("problem", self.problem, tuple(PROBLEMS))
         _choice("convention", self.convention, CONVENTIONS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("rule", self.rule, RULES)
+        _choice("rule", self.rule, tuple(name for name, rule in RULES.items() if rule.lab))
         for name, (low, high) in RANGES.items():
             checks.integer(name, getattr(self, name), low, high)
         for name in ("lr", "lr_scale", "decay"):
