@@ -20,6 +20,12 @@ def main() -> int:
     # an ignored SIGINT (a shell's background job) stays ignored, as Python itself does
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, starting)
+    # XLA:CPU logs ~70 ERROR lines ("Target machine feature +prefer-no-gather is not supported ... could
+    # lead to SIGILL") each time it loads a compiled program from the persistent cache on CPUs with LLVM
+    # tuning flags (jax-ml/jax#38445, openxla/xla#44565): the entries load and run correctly; the check
+    # mistakes tuning flags for CPU features. Only XLA's C++ log is silenced (FATAL still shows; Python
+    # errors are untouched); set TF_CPP_MIN_LOG_LEVEL=0 to see it. Kernels of `pinnlab lecture` inherit it.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from pinnlab.cli import main as run
 
     if signal.getsignal(signal.SIGINT) is starting:

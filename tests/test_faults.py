@@ -219,3 +219,15 @@ def test_divergence_keeps_the_last_finite_state_and_its_row(tmp_path):
     assert history.curve("steps")[-1] == kept  # the rows end with the kept state's own (finite) row
     assert np.all(np.isfinite(history.curve("losses"))) and np.all(np.isfinite(history.prediction))
     assert history.rel_l2[-1] is not None and np.isfinite(history.rel_l2[-1])
+
+
+def test_a_warm_compilation_cache_does_not_flood_stderr(tmp_path):
+    """XLA:CPU's false 'machine feature' errors on cache loads (jax-ml/jax#38445) stay out of the CLI's output."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    for run in ("cold", "warm"):
+        proc = subprocess.run([sys.executable, "-m", "pinnlab", *TINY, "--no-report", "--out", str(tmp_path / run)],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert "cpu_aot_loader" not in proc.stderr and proc.stderr.count("\n") <= 1, proc.stderr[:500]
+    assert any((tmp_path / "cache").rglob("*"))  # the cache was written (and read by the warm run)
