@@ -157,3 +157,22 @@ def test_unknown_problem_and_term():
     assert list(PROBLEMS)[:3] == ["poisson", "wave", "heat"]  # the paper's problems first, then the others
     assert make_problem("wave").term_names == ("u", "ut", "r")
     assert make_problem("heat").coords == ("t", "x") and make_problem("poisson").coords == ("x",)
+
+
+def test_a_linear_operator_is_stated_once_and_gives_both_the_residual_and_the_stream_coefficients():
+    from pinnlab.problems.base import Linear, fixed, linear
+
+    op = Linear(u=2.0, d={1: 3.0}, dd={0: -4.0, 1: 0.0})
+    assert op.streams() == {"u": 2.0, "d1": 3.0, "dd0": -4.0}  # zero coefficients carry no stream
+    same = Linear(2.0, {1: 3.0}, {1: 0.0, 0: -4.0})  # a value: equal and hashed by its coefficients
+    assert op == same and hash(op) == hash(same)
+    u = lambda x: x[0] ** 3 + x[0] * x[1] ** 2  # noqa: E731  u_y = 2 x y, u_xx = 6 x
+    x = jnp.asarray([0.5, -2.0])
+    assert float(op(u, x)) == pytest.approx(2 * (0.125 + 2.0) + 3 * (2 * 0.5 * -2.0) - 4 * (6 * 0.5), rel=1e-6)
+    term = linear("r", op, lambda x: x[0], fixed([[0.5, -2.0]]), 1, 1)
+    assert term.operator == op.streams()
+    assert float(term.residual(u, x)) == pytest.approx(float(op(u, x)) - 0.5, rel=1e-6)
+    assert linear("ut", Linear(d={0: 1.0}), None, fixed([[0.0, 0.0]]), 1, 1).residual(u, x) == pytest.approx(
+        3 * 0.25 + 4.0, rel=1e-6)
+    with pytest.raises(ValueError, match="no non-zero coefficient"):
+        linear("z", Linear(dd={0: 0.0}), None, fixed([[0.0, 0.0]]), 1, 1)

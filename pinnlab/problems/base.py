@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pinnlab.derivatives import d1, d2
+
 PointFn = Callable[[jax.Array], jax.Array]
 Residual = Callable[[PointFn, jax.Array], jax.Array]
 Sampler = Callable[[jax.Array, int], jax.Array]
@@ -32,10 +34,10 @@ class Term:
       n_ntk: points on which the term's NTK block is computed (for weights and spectra).
       scale: loss multiplier (the released wave code sums three means of 100 points for ``u``,
         which is 3 x the mean over 300 points).
-      operator: optional declaration that the residual is linear in the network: a dict from
-        stream (``"u"``, ``"d<i>"`` for du/dx_i, ``"dd<i>"`` for d2u/dx_i2, e.g. ``"dd0"``) to a constant
-        coefficient, so that ``residual = sum_k c_k u_k - forcing``. Enables the structured NTK
-        (:mod:`pinnlab.ntk_structured`); a test checks each declaration against the residual.
+      operator: for a term linear in the network, its coefficients by stream (``"u"``, ``"d<i>"`` for
+        du/dx_i, ``"dd<i>"`` for d2u/dx_i2), so that ``residual = sum_k c_k u_k - forcing``. Write such a
+        term with :func:`linear`, which derives the residual and this dict from one :class:`Linear`; it
+        enables the structured NTK (:mod:`pinnlab.ntk_structured`). ``None``: the Jacobian path.
     """
 
     name: str
@@ -52,6 +54,52 @@ class Term:
 
     def loss(self, apply, params, points: jax.Array) -> jax.Array:
         return self.scale * jnp.mean(self.residuals(apply, params, points) ** 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Linear:
+    """A linear operator on the network, stated once: ``u u(x) + sum_i d[i] du/dx_i + sum_j dd[j] d2u/dx_j^2``.
+
+    :func:`linear` makes a term from it and a forcing: the residual follows from the coefficients, and so
+    does the structured NTK (:mod:`pinnlab.ntk_structured` reads :meth:`streams`).
+    """
+
+    u: float = 0.0
+    d: tuple[tuple[int, float], ...] | dict = ()
+    dd: tuple[tuple[int, float], ...] | dict = ()
+
+    def __post_init__(self):
+        for name in ("d", "dd"):  # a dict for writing, sorted pairs for hashing
+            pairs = getattr(self, name)
+            object.__setattr__(self, name, tuple(sorted((int(i), float(c)) for i, c in dict(pairs).items())))
+        object.__setattr__(self, "u", float(self.u))
+
+    def streams(self) -> dict[str, float]:
+        """The coefficients by stream name of :mod:`pinnlab.streams` (``"u"``, ``"d0"``, ``"dd1"``)."""
+        out = {"u": self.u} if self.u else {}
+        out.update({f"d{i}": c for i, c in self.d if c})
+        out.update({f"dd{i}": c for i, c in self.dd if c})
+        return out
+
+    def __call__(self, u: PointFn, x: jax.Array) -> jax.Array:
+        """The operator applied to the point function ``u`` at ``x``."""
+        parts = [self.u * u(x)] if self.u else []
+        parts += [c * d1(u, i)(x) for i, c in self.d if c]
+        parts += [c * d2(u, i)(x) for i, c in self.dd if c]
+        return sum(parts[1:], parts[0])
+
+
+def linear(name: str, op: Linear, forcing: Callable[[jax.Array], jax.Array] | None, sampler: Sampler, n: int,
+           n_ntk: int, scale: float = 1.0) -> Term:
+    """The term ``op(u)(x) - forcing(x)`` (``forcing`` None: zero), with its operator declared from ``op``."""
+    if not op.streams():
+        raise ValueError(f"term {name!r}: the operator has no non-zero coefficient")
+    if forcing is None:
+        residual = op
+    else:
+        def residual(u, x):
+            return op(u, x) - forcing(x)
+    return Term(name, residual, sampler, n, n_ntk, scale, operator=op.streams())
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # identity hash: caches of compiled code key on it

@@ -13,8 +13,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from pinnlab.derivatives import d1
-from pinnlab.problems.base import Problem, Term, mesh, uniform
+from pinnlab.problems.base import Linear, Problem, Term, linear, mesh, uniform
 from pinnlab.problems.registry import Entry, register
 
 T, X = 0, 1
@@ -35,11 +34,9 @@ def Convection1D(beta: float = 30.0, n_u: int = 200, n_p: int = 100, n_r: int = 
         return jnp.sin(p[..., X] - beta * p[..., T])
 
     terms = (
-        Term("u", lambda u, p: u(p) - exact(p), uniform([0.0, 0.0], [0.0, PERIOD]), n_u, n_ntk,
-             operator={"u": 1.0}),
+        linear("u", Linear(u=1.0), exact, uniform([0.0, 0.0], [0.0, PERIOD]), n_u, n_ntk),
         Term("p", lambda u, p: u(p) - u(p.at[X].add(PERIOD)), uniform([0.0, 0.0], [1.0, 0.0]), n_p, n_ntk),
-        Term("r", lambda u, p: d1(u, T)(p) + beta * d1(u, X)(p), uniform([0.0, 0.0], [1.0, PERIOD]), n_r, n_ntk,
-             operator={f"d{T}": 1.0, f"d{X}": beta}),
+        linear("r", Linear(d={T: 1.0, X: beta}), None, uniform([0.0, 0.0], [1.0, PERIOD]), n_r, n_ntk),
     )
     return Problem(
         name="convection", coords=("t", "x"), terms=terms, exact=exact,

@@ -1,7 +1,7 @@
 """1D heat equation u_t = k u_xx on (x, t) in (0, 1)^2: a PDE beyond the paper, with a 2D domain.
 
-It shows what adding a PDE takes: an exact solution, a few samplers, one residual per term and its
-registration (CLI and lab settings) at the end of the file.
+It shows what adding a PDE takes: an exact solution, a few samplers, one linear operator per term (from
+which its residual and its structured NTK follow) and its registration (CLI and lab settings) at the end.
 """
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from pinnlab.derivatives import d1, d2
-from pinnlab.problems.base import Problem, Term, space_time, stacked, uniform
+from pinnlab.problems.base import Linear, Problem, linear, space_time, stacked, uniform
 from pinnlab.problems.registry import Entry, register
 
 T, X = 0, 1
@@ -36,9 +35,8 @@ def Heat1D(k: float = 0.1, n_u: int = 150, n_r: int = 300, n_ntk: int = 150, n_e
         (uniform([0.0, 1.0], [1.0, 1.0]), 1 / 3),
     )
     terms = (
-        Term("u", lambda u, p: u(p) - exact(p), boundary, n_u, n_ntk, operator={"u": 1.0}),
-        Term("r", lambda u, p: d1(u, T)(p) - k * d2(u, X)(p), uniform([0.0, 0.0], [1.0, 1.0]), n_r, n_ntk,
-             operator={f"d{T}": 1.0, f"dd{X}": -k}),
+        linear("u", Linear(u=1.0), exact, boundary, n_u, n_ntk),
+        linear("r", Linear(d={T: 1.0}, dd={X: -k}), None, uniform([0.0, 0.0], [1.0, 1.0]), n_r, n_ntk),
     )
     return Problem(
         name="heat",

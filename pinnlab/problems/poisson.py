@@ -5,8 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from pinnlab.derivatives import d2
-from pinnlab.problems.base import Problem, Term, fixed
+from pinnlab.problems.base import Linear, Problem, fixed, linear
 from pinnlab.problems.registry import Entry, register
 
 
@@ -34,8 +33,8 @@ def Poisson1D(a: float = 4.0, n_b: int = 100, n_r: int = 100, n_eval: int = 1000
     x_b = np.concatenate([np.zeros(n_b // 2), np.ones(n_b - n_b // 2)])[:, None]
     x_r = np.linspace(0.0, 1.0, n_r)[:, None]
     terms = (
-        Term("u", lambda u, x: u(x) - exact(x), fixed(x_b), n_b, n_b, operator={"u": 1.0}),
-        Term("r", lambda u, x: d2(u, 0)(x) - forcing(x), fixed(x_r), n_r, n_r, operator={"dd0": 1.0}),
+        linear("u", Linear(u=1.0), exact, fixed(x_b), n_b, n_b),
+        linear("r", Linear(dd={0: 1.0}), forcing, fixed(x_r), n_r, n_r),
     )
     return Problem(
         name="poisson",

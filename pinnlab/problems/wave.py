@@ -5,8 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from pinnlab.derivatives import d1, d2
-from pinnlab.problems.base import Problem, Term, space_time, stacked, uniform
+from pinnlab.problems.base import Linear, Problem, linear, space_time, stacked, uniform
 from pinnlab.problems.registry import Entry, register
 
 T, X = 0, 1  # input order of the released code: (t, x)
@@ -42,11 +41,10 @@ def Wave1D(
     right = uniform([0.0, 1.0], [1.0, 1.0])
     inside = uniform([0.0, 0.0], [1.0, 1.0])
     terms = (
-        Term("u", lambda u, p: u(p) - exact(p), stacked((initial, 1 / 3), (left, 1 / 3), (right, 1 / 3)),
-             n_u, n_ntk, scale=3.0, operator={"u": 1.0}),
-        Term("ut", lambda u, p: d1(u, T)(p), initial, n_ut, n_ntk, operator={f"d{T}": 1.0}),
-        Term("r", lambda u, p: d2(u, T)(p) - c**2 * d2(u, X)(p), inside, n_r, n_ntk,
-             operator={f"dd{T}": 1.0, f"dd{X}": -(c**2)}),
+        linear("u", Linear(u=1.0), exact, stacked((initial, 1 / 3), (left, 1 / 3), (right, 1 / 3)), n_u, n_ntk,
+               scale=3.0),
+        linear("ut", Linear(d={T: 1.0}), None, initial, n_ut, n_ntk),
+        linear("r", Linear(dd={T: 1.0, X: -(c**2)}), None, inside, n_r, n_ntk),
     )
     return Problem(
         name="wave",
