@@ -158,20 +158,33 @@ def make_net(config: NetConfig, in_dim: int, mean, std, key: jax.Array) -> Net:
     return Net(apply=_apply_for(config, in_dim, stats, graphdef, rest), params=params, module=module, config=config)
 
 
-_APPLY: dict[tuple, Apply] = {}
+@dataclasses.dataclass(frozen=True, eq=False)  # identity hash: jitted functions and caches key on an apply
+class MLPApply:
+    """``apply(params, x)`` of a pinnlab MLP, a value that carries its architecture.
+
+    ``mlp_spec`` is ``(NetConfig, mean, std)`` with the input statistics in float32, as the module stores
+    them: :mod:`pinnlab.ntk_structured` and :mod:`pinnlab.residuals` build the Taylor streams from it, so
+    they must use the very numbers the module does. Any other ``apply(params, x)`` works everywhere too,
+    through the Jacobian path.
+    """
+
+    graphdef: Any
+    rest: Any
+    mlp_spec: tuple
+
+    def __call__(self, params: Params, x: jax.Array) -> jax.Array:
+        return nnx.merge(self.graphdef, nnx.State(params), self.rest)(x)
 
 
-def _apply_for(config, in_dim, stats, graphdef, rest) -> Apply:
+_APPLY: dict[tuple, MLPApply] = {}
+
+
+def _apply_for(config, in_dim, stats, graphdef, rest) -> MLPApply:
     """One ``apply`` per architecture and input statistics, so nets that differ only in their
     random parameters share every jitted function (and its compilation) downstream."""
     key = (config, in_dim, stats)
     if key not in _APPLY:
-        def apply(params: Params, x: jax.Array) -> jax.Array:
-            return nnx.merge(graphdef, nnx.State(params), rest)(x)
-
-        # the module stores its statistics in float32: the structured NTK must use the same numbers
-        apply.mlp_spec = (config, np.float32(stats[0]), np.float32(stats[1]))  # for pinnlab.ntk_structured
-        _APPLY[key] = apply
+        _APPLY[key] = MLPApply(graphdef, rest, (config, np.float32(stats[0]), np.float32(stats[1])))
     return _APPLY[key]
 
 
