@@ -148,15 +148,13 @@ def fig8(exp) -> go.Figure:
     return fig
 
 
-BY_EXPERIMENT = {
-    "e2": {"fig1": fig1},
-    "e1_depth1": {"fig2": fig2},
-    "e1_depth3": {"fig3": fig2},
-    "e3": {"fig4": fig4},
-    "e3_sweep": {"fig5": fig5},
-    "e4": {"fig6": fig6, "fig7": fig7, "fig8": fig8},
-}
+# How each figure is drawn; which experiment makes it is stated once, in :data:`pinnlab.paper.FIGURES`.
+DRAW = {"fig1": fig1, "fig2": fig2, "fig3": fig2, "fig4": fig4, "fig5": fig5, "fig6": fig6, "fig7": fig7,
+        "fig8": fig8}
 
 
 def build(exp) -> dict[str, go.Figure]:
-    return {name: make(exp) for name, make in BY_EXPERIMENT[exp.name].items()}
+    """Every figure that experiment ``exp`` makes (per :data:`pinnlab.paper.FIGURES`), drawn."""
+    from pinnlab.paper import FIGURES
+
+    return {fig: DRAW[fig](exp) for fig, (name, _) in FIGURES.items() if name == exp.name}

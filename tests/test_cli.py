@@ -272,6 +272,13 @@ def test_reproduce_smoke_writes_figure_and_numbers(tmp_path):
     assert numbers["lambda_b_over_lambda_r"] > 10  # K_rr dominates K_uu at initialisation
     html = (out / "fig4.html").read_text()
     assert "plotly" in html and "<script src=\"http" not in html
+    assert record["machine"]["jax"] and record["machine"]["jaxlib"]  # which JAX computed these numbers
+
+
+def test_every_registered_figure_has_a_drawing():
+    from pinnlab import paper, paper_figures
+
+    assert set(paper_figures.DRAW) == set(paper.FIGURES)  # the experiment of each is stated in paper.FIGURES
 
 
 def test_reproduce_rejects_unknown_figure(tmp_path):
