@@ -384,7 +384,8 @@ class Trainer:
         rewind) are replaced by the ones this call records.
         """
         t0, start, controls = time.perf_counter(), self.step, self.controls()
-        self.history.truncate(start, keep_row=False)
+        if self.history.steps and self.history.steps[-1][-1] >= start:  # the kept row of a rewind
+            self.history.truncate(start)
         parts, remaining, state = [], n, self.state
         while remaining > 0:
             length = min(self.config.chunk, remaining)

@@ -22,6 +22,7 @@ import pytest
 import pinnlab.history
 from pinnlab import History
 from pinnlab.history import HistoryFileError
+from tests.test_history import _assert_same
 
 JSON, NPZ = "history.json", "history.npz"
 
@@ -39,21 +40,6 @@ def _history(**changes) -> History:
                   events=[{"step": 2, "field": "rule", "value": "ntk"}], prediction=grid.sum(1) + 0.1, seconds=1.5,
                   status="completed", message="")
     return History(**{**fields, **changes})
-
-
-def _same(a: History, b: History) -> None:
-    for name in ("config", "terms", "coords", "grid_shape", "eval_step", "rel_l2", "param_drift", "spectra_step",
-                 "ntk_drift", "status", "message", "events"):
-        assert getattr(a, name) == getattr(b, name), name
-    assert a.seconds == b.seconds or (math.isnan(a.seconds) and math.isnan(b.seconds))
-    for name in ("grid", "exact", "prediction"):
-        x, y = getattr(a, name), getattr(b, name)
-        assert (x is None and y is None) or (np.array_equal(x, y) and x.dtype == y.dtype), name
-    for name in ("steps", "losses", "weights", "traces"):
-        x, y = a.curve(name), b.curve(name)
-        assert np.array_equal(x, y) and x.dtype == y.dtype, name
-    assert [sorted(s) for s in a.spectra] == [sorted(s) for s in b.spectra]
-    assert all(np.array_equal(s[k], t[k]) for s, t in zip(a.spectra, b.spectra, strict=True) for k in s)
 
 
 # -- ways to damage a saved history ----------------------------------------------------------------------------------
@@ -342,7 +328,7 @@ def test_members_a_history_does_not_have_are_never_read(tmp_path, monkeypatch):
     real_open = zipfile.ZipFile.open
     monkeypatch.setattr(zipfile.ZipFile, "open", lambda self, name, *a, **k: (
         opened.append(getattr(name, "filename", name)), real_open(self, name, *a, **k))[1])
-    _same(_history(), History.load(run))
+    _assert_same(_history(), History.load(run))
     assert opened and not {"junk.npy", "huge.npy", "spectra/K_old.npy"} & set(opened)
 
 
@@ -354,7 +340,7 @@ def test_members_a_history_does_not_have_are_never_read(tmp_path, monkeypatch):
 def test_a_valid_history_round_trips_exactly(tmp_path, changes):
     history = _history(**changes)
     loaded = History.load(history.save(tmp_path / "run"))
-    _same(history, loaded)
+    _assert_same(history, loaded)
     assert isinstance(loaded.terms, tuple) and isinstance(loaded.grid_shape, tuple)
 
 
