@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pinnlab import residuals, streams
+from pinnlab import streams
 
 DEFAULT_MAX_BYTES = 1 << 27  # stream Gram panels in flight per block (128 MiB)
 FACTOR_BATCH = 512  # points per batch of the factor pass
@@ -68,73 +68,16 @@ class Factors(NamedTuple):
     g: jax.Array
 
 
-def _stream_split(operator: dict) -> residuals.Split:
-    """The operator as ``c_u u + S``, S combining every derivative term (zero coefficients dropped).
-
-    The factor streams are the primal, d/dx_j for every direction j with a second derivative (the
-    curvature of S reads them) and S itself, which obeys ``S h = phi'(z) S z + phi''(z) sum_j b_j
-    (d_j z)^2`` (:mod:`pinnlab.residuals`): linear in ``S z``, so W enters it as it enters any stream.
-    """
-    return residuals.split({k: c for k, c in operator.items() if c != 0})
-
-
-def _input_streams(spec, op: residuals.Split, x: jax.Array, dtype) -> jax.Array:
-    """The first layer's input in every stream, (S, n, d), in ``dtype``: the (standardised) x,
-    ``d_j x = e_j / std_j`` and ``S x = sum_i a_i e_i / std_i`` (the same row at every point)."""
-    h, inv = streams.standardized(spec, x)  # as the network's own forward pass, in the points' dtype
-    # then in the params' precision where it is higher, as x @ W promotes in the net: float32 points with
-    # float64 params must not round the operator's coefficients (or the gradients below) to float32
-    h, inv = h.astype(dtype), inv.astype(dtype)
-    unit = jnp.eye(x.shape[-1], dtype=dtype) * inv[:, None]  # row i: d/dx_i of the input
-    rows = [unit[j] for j, _ in op.second]
-    if op.has_s:
-        rows.append(sum((c * unit[i] for i, c in op.first), jnp.zeros_like(inv)))
-    return jnp.stack([h, *(jnp.broadcast_to(r, h.shape) for r in rows)])
-
-
-def _next_streams(op: residuals.Split, activation, z: jax.Array) -> jax.Array:
-    """A hidden layer's output in every stream from its pre-activations z (S, n, width):
-    ``phi(z_u)``, ``phi'(z_u) d_j z`` and ``phi'(z_u) S z + phi''(z_u) sum_j b_j (d_j z)^2``."""
-    phi, d1, d2 = activation
-    zu = z[0]
-    f1 = d1(zu)
-    out = [phi(zu)] + [f1 * z[1 + i] for i in range(len(op.second))]
-    if op.has_s:
-        curvature = sum(c * z[1 + i] ** 2 for i, (_, c) in enumerate(op.second))
-        out.append(f1 * z[-1] + d2(zu) * curvature if op.second else f1 * z[-1])
-    return jnp.stack(out)
-
-
-def _stacked_forward(spec, params, op: residuals.Split, x: jax.Array, offsets: list[jax.Array]):
-    """``(r, inputs)``: the operator's value at every point of ``x`` (n, d) and, per layer, s times its
-    input in every stream, (S, n, in). A layer's streams share one matmul, ``(S n, in) @ W``; ``offsets``
-    (zeros, (S, n, out) per layer) are added to the pre-activations for their gradient."""
-    config = spec[0]
-    activation = streams.activation_derivatives(config.activation)
-    dense = streams.layers(params)
-    h = _input_streams(spec, op, x, offsets[0].dtype)
-    primal = (jnp.arange(h.shape[0]) == 0).astype(h.dtype)[:, None, None]  # only the primal adds the bias
-    inputs = []
-    for depth, (layer, offset) in enumerate(zip(dense, offsets)):
-        inputs.append(streams.layer_scale(config, layer["w"]) * h)
-        z = inputs[-1] @ layer["w"] + primal * layer["b"] + offset
-        if depth < len(dense) - 1:
-            h = _next_streams(op, activation, z)
-    r = op.primal * z[0, :, 0]
-    return (r + z[-1, :, 0] if op.has_s else r), inputs
-
-
-def _factor_pass(spec, params, op: residuals.Split, x: jax.Array) -> list[Factors]:
-    """The factors at a batch of points: one forward pass and its backward pass (a matmul with W^T per
-    layer, all streams together). Points do not interact, so the gradient of the summed residual with
-    respect to a point's pre-activations is that point's own ``dr/dz_k``."""
-    count = 1 + len(op.second) + int(op.has_s)
+def _factor_pass(spec, params, op: streams.Split, x: jax.Array) -> list[Factors]:
+    """The factors at a batch of points: one :func:`pinnlab.streams.forward` pass and its backward pass
+    (a matmul with W^T per layer, all streams together). Points do not interact, so the gradient of the
+    summed residual with respect to a point's pre-activations is that point's own ``dr/dz_k``."""
     dense = streams.layers(params)
     dtype = jnp.promote_types(x.dtype, dense[0]["w"].dtype)  # the computation's: its gradients keep it
-    zeros = [jnp.zeros((count, x.shape[0]) + layer["b"].shape, dtype) for layer in dense]
+    zeros = [jnp.zeros((op.count, x.shape[0]) + layer["b"].shape, dtype) for layer in dense]
 
     def total(offsets):
-        r, inputs = _stacked_forward(spec, params, op, x, offsets)
+        r, inputs = streams.forward(spec, params, op, x, offsets)
         return jnp.sum(r), inputs
 
     grads, inputs = jax.grad(total, has_aux=True)(zeros)
@@ -143,8 +86,8 @@ def _factor_pass(spec, params, op: residuals.Split, x: jax.Array) -> list[Factor
 
 def factors(spec, params, term, points: jax.Array) -> list[Factors]:
     """Per layer, the stream factors of ``term`` at ``points`` (n, d), in the combined form of
-    :func:`_stream_split` (the pure streams, those no other stream reads, carried as one)."""
-    op, n = _stream_split(term.operator), points.shape[0]
+    :func:`pinnlab.streams.split` (the pure streams, those no other stream reads, carried as one)."""
+    op, n = streams.split(term.operator), points.shape[0]
     if n <= FACTOR_BATCH:
         return _factor_pass(spec, params, op, points)
     # batches bound the stream activations the backward pass holds at once (thousands of points): whole

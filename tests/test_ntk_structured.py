@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pinnlab import derivatives, make_net, make_problem, nets, ntk, streams
+from pinnlab import derivatives, make_net, make_problem, nets, ntk, residuals, streams
 from pinnlab import ntk_structured as ns
 
 SMALL = {"poisson": dict(n_eval=20), "wave": dict(n_eval=10), "heat": dict(n_eval=10)}
@@ -59,10 +59,10 @@ def test_declared_operators_equal_the_residuals(name):
         zero = lambda p, x: jnp.zeros(x.shape[:-1], x.dtype)
         for term, x in zip(problem.terms, points):
             linear = term.residuals(net.apply, params, x) - term.residuals(zero, params, x)
-            declared = jax.vmap(lambda p: streams.operator_value(net.apply.mlp_spec, params, p, term.operator))(x)
+            (declared,) = residuals.operator_values(net.apply.mlp_spec, params, [term.operator], [x])
             np.testing.assert_allclose(declared, linear, rtol=1e-10, atol=1e-12, err_msg=term.name)
             wrong = {k: 2.0 * c for k, c in term.operator.items()}
-            bad = jax.vmap(lambda p: streams.operator_value(net.apply.mlp_spec, params, p, wrong))(x)
+            (bad,) = residuals.operator_values(net.apply.mlp_spec, params, [wrong], [x])
             assert not np.allclose(bad, linear, rtol=1e-6)
 
 
@@ -141,13 +141,24 @@ def test_matvec_equals_kernel_times_vector(name):
                                        atol=1e-10 * np.abs(reference @ v).max())
 
 
+def stream_keys(operator: dict) -> tuple[str, ...]:
+    """One stream per derivative: the primal, d/dx_i for every direction used, d2/dx_i2 where asked."""
+    parsed = [streams.parse(k) for k in operator if k != streams.PRIMAL]
+    keys = [streams.PRIMAL]
+    for i in sorted({i for _, i in parsed}):
+        keys.append(f"d{i}")
+        if (2, i) in parsed:
+            keys.append(f"dd{i}")
+    return tuple(keys)
+
+
 def pure_streams(operator: dict) -> tuple[str, ...]:
     """The reference count of the factor streams: the streams of the operator's nonzero terms that no
     other stream reads (every d2/dx_i2, d/dx_i where d2/dx_i2 is not needed, the primal when it is the
     only stream). Their gradients are proportional (``g_k = c_k b``: the same linear recursion backward),
     so the factor pass may carry them as one stream: ``len(stream_keys) - len(pure) + 1`` in all."""
     operator = {k: c for k, c in operator.items() if c != 0}  # a zero term needs none of its streams
-    keys = streams.stream_keys(operator)
+    keys = stream_keys(operator)
     read = {f"d{streams.parse(k)[1]}" for k in keys if k.startswith("dd")}
     read |= {streams.PRIMAL} if len(keys) > 1 else set()
     return tuple(k for k in keys if k in operator and k not in read)
@@ -242,7 +253,7 @@ def test_factor_pass_carries_the_pure_streams_as_one():
     for operator in [*OTHER_OPERATORS, {"u": 1.0, "d0": 0.0}, {"dd0": 1.0, "d1": 0.0, "dd1": 0.0}]:
         nonzero = {k: c for k, c in operator.items() if c != 0}
         pure = pure_streams(operator)
-        assert count(operator) == len(streams.stream_keys(nonzero)) - len(pure) + 1, operator
+        assert count(operator) == len(stream_keys(nonzero)) - len(pure) + 1, operator
     assert count({"dd0": 0.0, "dd1": 1.0}) == count({"dd1": 1.0}) == 3
     assert count({"u": 1.0, "d0": 0.0}) == 1
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pinnlab import make_net, make_problem, nets, residuals, streams, training
+from pinnlab import derivatives, make_net, make_problem, nets, residuals, streams, training
 from pinnlab.training import TrainConfig, Trainer
 
 CASES = [(p, c, "tanh") for p in ("poisson", "wave", "heat") for c in nets.CONVENTIONS]
@@ -76,23 +76,39 @@ def test_streamed_residuals_loss_and_gradient_equal_nested_jvp(name, conv, act):
     assert _rel(grad, ref_grad) <= 1e-10
 
 
-def test_one_pass_equals_the_per_point_streams_and_splits_the_operator():
-    """Against :func:`pinnlab.streams.operator_value` (point by point, every stream of its own)."""
+def _nested_operator(apply, params, operator, x):
+    """``sum_k c_k u_k`` at every point of x by nested ``jax.jvp`` of the net (pinnlab.derivatives)."""
+    def value(key, y):
+        u = lambda z: apply(params, z)  # noqa: E731
+        if key == streams.PRIMAL:
+            return u(y)
+        order, i = streams.parse(key)
+        return (derivatives.d1 if order == 1 else derivatives.d2)(u, i)(y)
+
+    return jax.vmap(lambda y: sum(c * value(k, y) for k, c in operator.items()))(x)
+
+
+def test_one_pass_equals_nested_jvp_and_splits_the_operator():
+    """Operators no problem declares (first and second derivatives in one direction, the primal alone, a
+    zero coefficient) through :func:`pinnlab.streams.forward`, against nested ``jax.jvp`` of the net."""
     problem = small_problem("wave")
     with jax.enable_x64(True):
         net = _net(problem, "paper_text", "swish", depth=2)
         params = jax.tree.map(lambda a: a.astype(jnp.float64), net.params)
         x = _batches(problem)[2]
-        operators = [{"u": 0.5, "d1": 2.0, "dd1": -3.0}, {"dd0": 1.0}, {"d0": -1.0, "d1": 0.25}, {"u": 2.0}]
-        spec, points = net.apply.mlp_spec, [x[: 3 + i] for i in range(4)]
+        operators = [{"u": 0.5, "d1": 2.0, "dd1": -3.0}, {"dd0": 1.0}, {"d0": -1.0, "d1": 0.25}, {"u": 2.0},
+                     {"u": 1.0, "d0": 0.0, "dd1": 1.5}]
+        spec, points = net.apply.mlp_spec, [x[: 3 + i] for i in range(len(operators))]
         values, refs = jax.jit(lambda p: (
             residuals.operator_values(spec, p, operators, points),
-            [jax.vmap(lambda y, op=op: streams.operator_value(spec, p, y, op))(z) for op, z in zip(operators, points)],
+            [_nested_operator(net.apply, p, op, z) for op, z in zip(operators, points)],
         ))(params)
     for op, v, ref in zip(operators, values, refs, strict=True):
+        assert np.abs(ref).max() > 0
         np.testing.assert_allclose(v, ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max(), err_msg=str(op))
-    split = residuals.split({"u": 0.5, "d1": 2.0, "dd1": -3.0, "dd0": 1.0})
-    assert split == residuals.Split(0.5, ((1, 2.0),), ((0, 1.0), (1, -3.0)))
+    split = streams.split({"u": 0.5, "d1": 2.0, "dd1": -3.0, "dd0": 1.0, "d0": 0.0})
+    assert split == streams.Split(0.5, ((1, 2.0),), ((0, 1.0), (1, -3.0)))
+    assert split.count == 4 and streams.split({"u": 1.0}).count == 1 and streams.split({"d0": 1.0}).count == 2
 
 
 @settings(max_examples=5, deadline=None)
