@@ -40,12 +40,14 @@ class TrainConfig:
       lr: learning rate; with ``decay_steps`` it decays as ``lr * decay_rate ** (step / decay_steps)``
         (continuous, as ``tf.train.exponential_decay`` in the wave code: 1e-3, 1000, 0.9).
       steps: optimiser steps of a full run.
-      weighting: ``"none"``, ``"ntk"`` (Algorithm 1) or ``"ntk_mean"`` (see :mod:`pinnlab.weighting`).
+      weighting: a rule of :data:`pinnlab.weighting.RULES`: ``"none"``, ``"ntk"`` (Algorithm 1),
+        ``"ntk_mean"`` or ``"gradnorm"`` (see :mod:`pinnlab.weighting`).
       update_every: refresh the weights at every step where ``step % update_every == 0`` (M in
         Algorithm 1). A period longer than ``steps`` computes them once, at step 0.
       ntk_every: also refresh the logged traces this often (0: only when the weights refresh).
         Costs one per-point gradient per NTK point; set 0 for pure-speed runs without weighting.
-      momentum: EMA factor of ``ntk_mean``.
+      momentum: EMA factor of ``ntk_mean`` and ``gradnorm`` (the hyperparameter their factories take;
+        live, as a traced control).
       initial_weights: starting weights per term (default all 1).
       chunk: optimiser steps per jitted call (one host transfer per chunk).
       eval_every: steps between evaluations of the relative L2 error and the parameter drift
@@ -185,8 +187,10 @@ def make_step(apply, problem: Problem, optimizer, gradients: bool = False):
 
         def fresh(_):
             traces = ntk.traces(apply, carry.params, problem.terms, ntk_batches)
-            stats = (lambda: gradient_stats(apply, problem, carry.params, batches)) if gradients else None
-            new = weighting.update(controls.rule, traces, counts, carry.weights, controls.momentum, stats)
+            grads = (lambda: gradient_stats(apply, problem, carry.params, batches)) if gradients else None
+            # the carried weights are the rule's state; its hyperparameters are the traced controls
+            new, _ = weighting.update(controls.rule, weighting.Stats(traces, counts, grads), carry.weights,
+                                      controls.momentum)
             return traces, jnp.where(due_weights, new, carry.weights)
 
         keep = lambda _: (carry.traces, carry.weights)
@@ -342,8 +346,8 @@ class Trainer:
             traces = _jitted_traces(self.apply, self.problem)(self.state.params, self.probe)
             counts = jnp.asarray([t.n_ntk for t in self.problem.terms], jnp.float32)
             gradients = lambda: gradient_stats(self.apply, self.problem, self.state.params, self.data)  # noqa: E731
-            new = weighting.update(weighting.rule_index(rule), traces, counts, self.state.weights, self.momentum,
-                                   gradients)
+            stats = weighting.Stats(traces, counts, gradients)
+            new, _ = weighting.update(weighting.rule_index(rule), stats, self.state.weights, self.momentum)
             self.state = self.state._replace(weights=new.astype(self.state.weights.dtype),
                                              traces=traces.astype(self.state.traces.dtype))
         self.rule = rule
@@ -516,7 +520,8 @@ def ntk_weights_at_init(problem: Problem, net_config: NetConfig, seed: int = 0) 
     """Algorithm 1's weights from the NTK traces of the initial network (paper Sec. 7.2)."""
     trainer = Trainer(problem, net_config, TrainConfig(seed=seed))
     tr = _jitted_traces(trainer.apply, problem)(trainer.state.params, trainer.probe)
-    return np.asarray(weighting.ntk(tr, None, None))
+    weights, _ = weighting.ntk().update(weighting.Stats(tr), jnp.ones_like(tr))
+    return np.asarray(weights)
 
 
 @functools.lru_cache(maxsize=32)

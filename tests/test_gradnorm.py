@@ -49,6 +49,25 @@ def test_inside_the_jitted_step_it_refreshes_on_schedule(poisson):
     trainer.state = at_step_3  # (for _expected, which reads the trainer's parameters)
     np.testing.assert_allclose(snap.weights[0], _expected(trainer, at_step_3.weights, 0.9), rtol=2e-4)
     np.testing.assert_array_equal(snap.weights[1], snap.weights[0])  # held between refreshes
+    compiled, at_step_6 = trainer.compilations, trainer.state
+    trainer.momentum = 0.3  # closed over by the rule as a traced control: no recompile
+    snap = trainer.advance(3)
+    trainer.state = at_step_6
+    np.testing.assert_allclose(snap.weights[0], _expected(trainer, at_step_6.weights, 0.3), rtol=2e-4)
+    assert trainer.compilations == compiled
+
+
+def test_the_transform_against_numpy():
+    max_abs, mean_abs = np.array([0.5, 3.0, 4.0], np.float32), np.array([0.02, 0.8, 0.1], np.float32)
+    stats = weighting.Stats(jnp.ones(3), jnp.ones(3), lambda: (jnp.asarray(max_abs), jnp.asarray(mean_abs)))
+    transform = weighting.make("gradnorm", momentum=0.25)
+    state = transform.init(jnp.asarray([7.0, 2.0, 1.0]))
+    expected = np.array([7.0, 2.0, 1.0])
+    for _ in range(2):  # the state (the previous weights) chains the moving average
+        weights, state = transform.update(stats, state)
+        expected = 0.25 * expected + 0.75 * np.array([4.0 / 0.02, 4.0 / 0.8, 1.0])
+        np.testing.assert_allclose(weights, expected, rtol=1e-6)
+        np.testing.assert_array_equal(state, weights)
 
 
 def test_only_runs_that_use_it_compile_its_statistics(poisson):

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pinnlab import make_problem, nets, ntk, weighting
+from pinnlab import make_problem, nets, ntk
 from pinnlab.training import TrainConfig, Trainer, ntk_weights_at_init
 
 NET = nets.convention("paper_code", "lecun_normal", width=10, depth=1)
@@ -35,6 +35,15 @@ def _explicit_traces(h, apply, params, terms, points) -> np.ndarray:
         jac = h.explicit_jacobian(apply, h.to64(params), terms, pts)
     offsets = np.cumsum([0] + [len(x) for x in points])
     return np.array([np.sum(jac[a:b] ** 2) for a, b in zip(offsets[:-1], offsets[1:], strict=True)])
+
+
+def _rule(name, traces, counts, previous, momentum) -> np.ndarray:
+    """The trace-based rules in float64 numpy: Algorithm 1 and the mean-diagonal EMA."""
+    traces, counts, previous = (np.asarray(x, np.float64) for x in (traces, counts, previous))
+    if name == "ntk":
+        return traces.sum() / traces
+    mean_diag = traces / counts
+    return momentum * previous + (1 - momentum) * mean_diag.mean() / mean_diag
 
 
 def test_same_seed_is_bitwise_reproducible_and_seeds_differ():
@@ -78,8 +87,8 @@ def test_live_controls_never_recompile_and_refresh_exactly_on_schedule(poisson):
         np.testing.assert_array_equal(np.any(t[1:] != t[:-1], axis=1), traces_due, err_msg=rule)
         for k in np.flatnonzero(weights_due):
             counts = np.array([t.n_ntk for t in poisson.terms], np.float32)
-            direct = getattr(weighting, rule)(snap.traces[k], counts, w[k], trainer.momentum)
-            np.testing.assert_allclose(snap.weights[k], direct, rtol=1e-5)
+            np.testing.assert_allclose(snap.weights[k], _rule(rule, snap.traces[k], counts, w[k], trainer.momentum),
+                                       rtol=1e-5)
     assert compiled >= 1
     np.testing.assert_array_equal(trainer.history.curve("steps"), np.arange(48))  # rows are 0-based steps
 
@@ -103,6 +112,26 @@ def test_switching_on_the_weights_mid_run_changes_them_without_recompiling(poiss
     assert trainer.compilations == compiled
     trainer.advance(1)  # a new chunk length is a new function: the counter does count compilations
     assert trainer.compilations == compiled + 1
+
+
+def test_changing_momentum_acts_at_the_next_refresh_without_recompiling(poisson):
+    """The rule's factory closes over the traced ``Controls.momentum``: a new value is a new argument of
+    the same compiled chunk, not a new constant."""
+    config = TrainConfig(lr=1e-4, chunk=4, weighting="ntk_mean", update_every=2, ntk_every=0, momentum=0.9)
+    trainer = Trainer(poisson, NET, config)
+    trainer.advance(4)
+    compiled, chunk = trainer.compilations, trainer._compiled.chunk(4)
+    cache = chunk._cache_size()
+    counts = np.array([t.n_ntk for t in poisson.terms])
+    for momentum in (0.2, 0.0, 0.65):
+        trainer.momentum = momentum
+        previous = trainer.state.weights
+        snap = trainer.advance(4)  # refreshes at the chunk's steps 0 and 2
+        np.testing.assert_allclose(snap.weights[0], _rule("ntk_mean", snap.traces[0], counts, previous, momentum),
+                                   rtol=1e-5)
+        np.testing.assert_allclose(snap.weights[2], _rule("ntk_mean", snap.traces[2], counts, snap.weights[1],
+                                                          momentum), rtol=1e-5)
+    assert trainer.compilations == compiled and chunk._cache_size() == cache == 1
 
 
 def test_lr_scale_zero_freezes_adam(poisson):
