@@ -22,7 +22,8 @@ Rules:
 * The member count need not divide the device count: the ensemble is padded with copies of its last
   member up to a multiple of it, and the copies are dropped from every result.
 * A member whose loss turns non-finite at step ``d`` is frozen at its state of step ``d - 1`` (the last
-  one with a finite loss, as ``Trainer`` keeps it) while the others go on; its history stops there and
+  one with a finite loss: the one policy of :mod:`pinnlab.divergence`, which ``Trainer`` runs too)
+  while the others go on; its history stops there and
   its status is ``"diverged"``. No NTK spectra are recorded (``spectra_at`` must be empty).
 
 Speed: one ensemble replaces N Python-driven runs by one compiled computation and one host transfer
@@ -61,7 +62,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from pinnlab import weighting
+from pinnlab import divergence, weighting
+from pinnlab.divergence import Guarded
 from pinnlab.history import History, Snapshot
 from pinnlab.nets import Net, NetConfig, make_net
 from pinnlab.problems.base import Problem
@@ -158,59 +160,29 @@ def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 
 
 # -- the compiled computation -----------------------------------------------------------------
-class _Carry(NamedTuple):
-    """The scan carry of a member: its state, the state one step before (restored if the loss turns
-    non-finite), whether its losses are still finite, and the step where they stopped being so."""
-
-    state: TrainState
-    prev: TrainState
-    alive: jax.Array
-    diverged: jax.Array
-
-
 # The step counter is shared (None): the NTK-refresh predicate stays unbatched, so lax.cond stays a cond.
 _STATE_AXES = TrainState(0, 0, 0, 0, 0, None)
-_CARRY_AXES = _Carry(_STATE_AXES, _STATE_AXES, 0, 0)
+_CARRY_AXES = Guarded(_STATE_AXES, _STATE_AXES, 0, 0)
 
 
-def _select(ok, a: TrainState, b: TrainState, step) -> TrainState:
-    """``a`` where ``ok`` else ``b``, field by field, with the shared ``step``."""
-    kept = jax.tree.map(lambda x, y: jnp.where(ok, x, y), tuple(a[:-1]), tuple(b[:-1]))
-    return TrainState(*kept, step)
-
-
-def _guarded(step: Callable) -> Callable:
-    """``make_step``'s step for one member, frozen at its last finite state once its loss is non-finite."""
-
-    def body(carry: _Carry, controls: Controls, data, probe):
-        new, metrics = step(carry.state, controls, data, probe)
-        finite = jnp.all(jnp.isfinite(metrics[0]))
-        ok = carry.alive & finite
-        state = _select(ok, new, carry.prev, new.step)
-        prev = _select(ok, carry.state, carry.prev, new.step)
-        diverged = jnp.where(carry.alive & ~finite, carry.state.step, carry.diverged)
-        return _Carry(state, prev, ok, diverged), metrics
-
-    return body
-
-
-def _keys(carry: _Carry, fn) -> _Carry:
+def _keys(carry: Guarded, fn) -> Guarded:
     """Apply ``fn`` to both PRNG keys (raw uint32 outside the jitted chunk, typed keys inside)."""
     return carry._replace(state=carry.state._replace(key=fn(carry.state.key)),
                           prev=carry.prev._replace(key=fn(carry.prev.key)))
 
 
-def _shardings(mesh: Mesh) -> tuple[NamedSharding, NamedSharding, _Carry]:
+def _shardings(mesh: Mesh) -> tuple[NamedSharding, NamedSharding, Guarded]:
     members, shared = NamedSharding(mesh, P(AXIS)), NamedSharding(mesh, P())
     state = TrainState(members, members, members, members, members, shared)
-    return members, shared, _Carry(state, state, members, members)
+    return members, shared, Guarded(state, state, members, members)
 
 
 @functools.lru_cache(maxsize=32)
-def _chunk(apply, problem: Problem, optimizer, mesh: Mesh, length: int):
-    """The jitted, sharded scan of ``length`` vmapped steps (cached: ensembles of one structure share it)."""
-    step = jax.vmap(_guarded(make_step(apply, problem, optimizer)), in_axes=(_CARRY_AXES, None, 0, 0),
-                    out_axes=(_CARRY_AXES, 0))
+def _chunk(apply, problem: Problem, optimizer, mesh: Mesh, length: int, rules: tuple[str, ...] = ()):
+    """The jitted, sharded scan of ``length`` vmapped steps (cached: ensembles of one structure share it;
+    ``rules``, the registered weighting rules, keys the cache on the branches the step was compiled with)."""
+    guarded = divergence.guard(make_step(apply, problem, optimizer), shared_step=True)
+    step = jax.vmap(guarded, in_axes=(_CARRY_AXES, None, 0, 0), out_axes=(_CARRY_AXES, 0))
     members, shared, carry_sh = _shardings(mesh)
 
     def run(carry, controls, data, probe):
@@ -379,7 +351,7 @@ class Ensemble:
         m = len(self.problem.terms)
         state = TrainState(s.params, s.opt_state, s.weights, np.zeros((self.padded, m), np.float32), s.key,
                            np.asarray(0, np.int32))
-        host = _Carry(state, state, np.ones(self.padded, bool), np.full(self.padded, -1, np.int32))
+        host = Guarded(state, state, np.ones(self.padded, bool), np.full(self.padded, -1, np.int32))
         self.carry = jax.tree.map(lambda sh, x: _place(x, sh), carry_sh, host,
                                   is_leaf=lambda x: isinstance(x, NamedSharding))
         self.params0 = self.carry.state.params
@@ -402,7 +374,7 @@ class Ensemble:
         remaining = n
         while remaining > 0:
             length = min(self.config.chunk, remaining)
-            chunk = _chunk(self.apply, self.problem, self.optimizer, self.mesh, length)
+            chunk = _chunk(self.apply, self.problem, self.optimizer, self.mesh, length, tuple(weighting.RULES))
             self.carry, metrics = chunk(self.carry, controls, self.data, self.probe)
             metrics, diverged = _fetch((metrics, self.carry.diverged))
             parts.append(metrics)

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pinnlab import checks, ntk, optimizers, residuals, weighting
+from pinnlab import checks, divergence, ntk, optimizers, residuals, weighting
 from pinnlab.checks import MAX_STEPS
 from pinnlab.history import History, Snapshot
 from pinnlab.nets import NetConfig, make_net
@@ -191,7 +191,8 @@ def make_step(apply, problem: Problem, optimizer, gradients: bool = False):
             # the carried weights are the rule's state; its hyperparameters are the traced controls
             new, _ = weighting.update(controls.rule, weighting.Stats(traces, counts, grads), carry.weights,
                                       controls.momentum)
-            return traces, jnp.where(due_weights, new, carry.weights)
+            # in the carried dtypes (float32 records; under jax x64 the traces come out float64)
+            return traces.astype(carry.traces.dtype), jnp.where(due_weights, new, carry.weights)
 
         keep = lambda _: (carry.traces, carry.weights)
         traces, weights = jax.lax.cond(due_weights | due_log, fresh, keep, None)
@@ -223,11 +224,13 @@ class _Compiled:
         self.traces = 0  # how often a chunk function was traced (= compiled)
 
     def chunk(self, length: int):
-        """The jitted scan of ``length`` steps."""
+        """The jitted scan of ``length`` steps over a :class:`pinnlab.divergence.Guarded` carry."""
         if length not in self.chunks:
-            def run(state, controls, data, probe):
+            body = divergence.guard(self.step)
+
+            def run(carry, controls, data, probe):
                 self.traces += 1
-                return jax.lax.scan(lambda c, _: self.step(c, controls, data, probe), state, None, length=length)
+                return jax.lax.scan(lambda c, _: body(c, controls, data, probe), carry, None, length=length)
 
             self.chunks[length] = jax.jit(run)
         return self.chunks[length]
@@ -237,7 +240,10 @@ _COMPILED: dict[tuple, _Compiled] = {}
 
 
 def _compiled(apply, problem: Problem, config: TrainConfig, optimizer, gradients: bool) -> _Compiled:
-    key = (apply, id(problem), config.optimizer, config.lr, config.decay_steps, config.decay_rate, gradients)
+    # the registered rules are part of the key: a chunk compiled before a rule was registered has no branch
+    # for it (lax.switch would clamp its index to another rule)
+    key = (apply, id(problem), config.optimizer, config.lr, config.decay_steps, config.decay_rate, gradients,
+           tuple(weighting.RULES))
     entry = _COMPILED.get(key)
     if entry is None or entry.problem is not problem:
         entry = _Compiled(apply, problem, optimizer, gradients)
@@ -305,7 +311,7 @@ class Trainer:
         self.ntk_every, self.lr_scale, self.momentum = config.ntk_every, 1.0, config.momentum
         self.refresh_until: int | None = None
         self.fixed_weights = self.state.weights  # what rule "none" trains with
-        self._chunk_start: TrainState | None = None  # start of the last finished chunk (divergence rewinds)
+        self._prev: TrainState | None = None  # the state one step before ``state``, where known
         self._compiled = _compiled(self.apply, problem, config, self.optimizer,
                                    weighting.needs_gradients(config.weighting))
         self._eval = self._compiled.eval
@@ -362,7 +368,7 @@ class Trainer:
     def restore(self, state: TrainState) -> None:
         """Go back to an earlier ``state`` of this run (e.g. from before a control change that diverged);
         the History's rows from its step on are dropped."""
-        self.state, self._chunk_start = state, None
+        self.state, self._prev = state, None
         self.history.truncate(int(state.step))
 
     def set_weights(self, weights) -> None:
@@ -380,44 +386,33 @@ class Trainer:
     def advance(self, n: int) -> Snapshot:
         """Run ``n`` steps in chunks (a shorter last chunk for the remainder); return their record.
 
-        Row i of the record holds the losses, weights and traces used at step ``start + i``. If a
-        loss turns non-finite at step s, the state is rewound to step s - 1 (the last step whose
-        loss was finite, replayed from the nearest chunk start), the History's rows end with that
-        step's (finite) row, and ``snapshot.diverged`` is s. Only a non-finite loss at step 0 leaves
-        the state where it was. Rows recorded at or after the current step (the kept row of a
-        rewind) are replaced by the ones this call records.
+        Row i of the record holds the losses, weights and traces used at step ``start + i``. If a loss
+        turns non-finite at step s, the run keeps its state of step s - 1 (:mod:`pinnlab.divergence`),
+        the History's rows end with that step's (finite) row, and ``snapshot.diverged`` is s. A
+        non-finite loss at step 0, or at the first step after :meth:`restore`, keeps the state where it
+        was. Rows recorded at or after the current step (the kept row of a divergence) are replaced by
+        the ones this call records.
         """
         t0, start, controls = time.perf_counter(), self.step, self.controls()
-        if self.history.steps and self.history.steps[-1][-1] >= start:  # the kept row of a rewind
+        if self.history.steps and self.history.steps[-1][-1] >= start:  # the kept row of a divergence
             self.history.truncate(start)
-        parts, remaining, state = [], n, self.state
+        parts, remaining, carry = [], n, divergence.start(self.state, self._prev)
         while remaining > 0:
             length = min(self.config.chunk, remaining)
-            new_state, metrics = self._compiled.chunk(length)(state, controls, self.data, self.probe)
-            metrics = jax.device_get(metrics)
-            bad = ~np.all(np.isfinite(metrics[0]), axis=1)
-            if bad.any():
-                diverged = int(state.step) + int(np.argmax(bad))  # the first step with a non-finite loss
-                parts.append(tuple(m[: diverged - int(state.step)] for m in metrics))
-                self.state = self._rewind(state, diverged - 1, controls)
-                self._chunk_start = None
-                return self._record(start, parts, t0, diverged=diverged)
+            chunk_start = start + n - remaining
+            carry, metrics = self._compiled.chunk(length)(carry, controls, self.data, self.probe)
+            metrics, diverged = jax.device_get((metrics, carry.diverged))
+            if diverged >= 0:
+                parts.append(tuple(m[: diverged - chunk_start] for m in metrics))
+                self.state, self._prev = carry.state, carry.prev
+                # the kept state may be older than this call's start (the loss of its first step is
+                # non-finite): nothing measured past it stays
+                self.history.truncate(self.step, keep_row=True)
+                return self._record(start, parts, t0, diverged=int(diverged))
             parts.append(metrics)
-            self._chunk_start, state, remaining = state, new_state, remaining - length
-        self.state = state
+            remaining -= length
+        self.state, self._prev = carry.state, carry.prev
         return self._record(start, parts, t0)
-
-    def _rewind(self, state: TrainState, target: int, controls: Controls) -> TrainState:
-        """The state at step ``target`` (>= the start of the chunk before ``state``), replayed."""
-        target = max(target, 0)
-        if target < int(state.step):  # the bad step opened a chunk: replay from the one before
-            if self._chunk_start is None:
-                return state
-            state = self._chunk_start
-            self.history.truncate(target, keep_row=True)  # nothing measured past the kept state stays
-        if target > int(state.step):
-            state = self._compiled.chunk(target - int(state.step))(state, controls, self.data, self.probe)[0]
-        return state
 
     def _record(self, start, parts, t0, diverged=None) -> Snapshot:
         empty = np.zeros((0, len(self.problem.terms)), np.float32)  # advance(0)

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from pinnlab import make_problem, nets
+from pinnlab import divergence, make_problem, nets
 from pinnlab.ensemble import Ensemble, Member, _chunk, make_mesh, run_ensemble
 from pinnlab.problems.base import uniform
 from pinnlab.training import TrainConfig, Trainer
@@ -65,6 +65,26 @@ def test_each_member_equals_a_lone_trainer_run(poisson):
         _assert_same_history(history, _lone(poisson, member, ntk).run())
 
 
+def test_a_member_diverging_inside_a_chunk_keeps_the_lone_trainers_state_and_rows(poisson):
+    """One divergence policy (pinnlab.divergence): plain gradient descent at lr 0.2 blows up inside the
+    first chunk; the member and the lone run stop at the same step and keep the same last finite state and
+    rows. The blow-up amplifies the batched and lone float32 roundings to ~1e-4; a step apart, the states
+    differ by orders of magnitude."""
+    config = TrainConfig(optimizer="sgd", lr=0.2, steps=600, chunk=10)
+    ensemble = Ensemble(poisson, NET, config, [Member(0)])
+    got = ensemble.run().histories[0]
+    lone = _lone(poisson, Member(0), config)
+    want = lone.run()
+    assert want.status == "diverged" and 0 < lone.step and (lone.step + 1) % 10 != 0
+    assert (got.status, got.message) == (want.status, want.message)
+    np.testing.assert_array_equal(got.curve("steps"), want.curve("steps"))
+    np.testing.assert_allclose(got.curve("losses"), want.curve("losses"), rtol=1e-3, atol=0)
+    np.testing.assert_allclose(got.prediction, want.prediction, rtol=1e-3, atol=1e-3 * np.abs(want.prediction).max())
+    member = jax.tree.map(lambda x: np.asarray(x)[0], ensemble.params)
+    for a, b in zip(jax.tree.leaves(member), jax.tree.leaves(lone.state.params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=0)
+
+
 def test_resampling_problem_and_adam(poisson):
     """Fresh points (and NTK probe points) every step from each member's own key, Adam's per-member state,
     Algorithm 1 inside the scan: Poisson with uniform samplers, resampled every step (cheaper than the wave)."""
@@ -89,7 +109,7 @@ def test_vmap_keeps_every_cond_of_the_step(poisson):
     lone = _lone(poisson, Member(0), CONFIG)
     conds = [str(jax.make_jaxpr(f)(*args)).count(" cond[") for f, args in (
         (chunk, (ensemble.carry, ensemble.controls(), ensemble.data, ensemble.probe)),
-        (lone._compiled.chunk(2), (lone.state, lone.controls(), lone.data, lone.probe)))]
+        (lone._compiled.chunk(2), (divergence.start(lone.state), lone.controls(), lone.data, lone.probe)))]
     assert conds[0] == conds[1] >= 1, conds
 
 

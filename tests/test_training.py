@@ -326,3 +326,19 @@ def test_weights_never_refresh_at_or_past_refresh_until(poisson):
     weights, steps = trainer.history.curve("weights"), trainer.history.curve("steps")
     assert not np.allclose(weights[steps == 9], weights[steps == 10])  # refreshed at 10
     np.testing.assert_array_equal(weights[steps >= 10], np.broadcast_to(weights[10], weights[steps >= 10].shape))
+
+
+@pytest.mark.parametrize("rule", ["ntk", "ntk_mean"])
+def test_trains_in_float64_under_jax_x64(poisson, h, rule):
+    """With jax x64 on, the params, losses and traces are float64 (the carried weights and records stay
+    float32) and the rule's weights are Algorithm 1's of the float64 traces: every lax.switch/cond branch
+    returns the carried dtypes."""
+    with jax.enable_x64(True):
+        trainer = Trainer(poisson, NET, TrainConfig(lr=1e-4, chunk=5, weighting=rule, update_every=5))
+        trainer.advance(10)
+        traces = _explicit_traces(h, trainer.apply, trainer.state.params, poisson.terms, trainer.probe)
+        trainer.set_rule("none")
+        trainer.set_rule("ntk")
+    assert all(x.dtype == np.float64 for x in _leaves(trainer.state.params))
+    assert np.all(np.isfinite(trainer.history.curve("losses")))
+    np.testing.assert_allclose(trainer.state.weights, traces.sum() / traces, rtol=1e-5)

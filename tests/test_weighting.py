@@ -3,6 +3,8 @@ registry (a rule registered here is selectable by index), and the relation betwe
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -117,6 +119,10 @@ def _scaled(momentum=0.9) -> Transform:
 
 def test_a_rule_registered_later_is_selectable_by_index_through_the_switch():
     assert "scaled" not in weighting.RULES
+    problem = make_problem("poisson", n_b=6, n_r=8, n_eval=10)
+    net = nets.convention("paper_code", width=6, depth=1)
+    config = TrainConfig(chunk=2, update_every=2, momentum=0.5, ntk_every=0)
+    Trainer(problem, net, dataclasses.replace(config, weighting="ntk_mean")).advance(2)  # compiled without it
     try:
         weighting.register(Rule("scaled", _scaled, ("traces",), "scaled", "twice Algorithm 1, smoothed"))
         index = weighting.rule_index("scaled")
@@ -125,11 +131,9 @@ def test_a_rule_registered_later_is_selectable_by_index_through_the_switch():
         update = jax.jit(weighting.update)
         weights, _ = update(jnp.int32(index), _stats(gradients=False), jnp.asarray(PREVIOUS), jnp.float32(0.25))
         np.testing.assert_allclose(weights, expected, rtol=1e-6)
-        # and inside a trainer's jitted step (a problem of its own: a fresh compile that sees the rule)
-        problem = make_problem("poisson", n_b=6, n_r=8, n_eval=10)
-        net = nets.convention("paper_code", width=6, depth=1)
-        trainer = Trainer(problem, net, TrainConfig(chunk=2, weighting="scaled", update_every=2, momentum=0.5,
-                                                    ntk_every=0))
+        # and inside a trainer's jitted step, though one of the same structure was compiled before it was
+        # registered (the registry keys the compiled chunks)
+        trainer = Trainer(problem, net, dataclasses.replace(config, weighting="scaled"))
         snap = trainer.advance(2)
         t = snap.traces[0].astype(np.float64)
         np.testing.assert_allclose(snap.weights[0], 0.5 + 0.5 * 2 * t.sum() / t, rtol=1e-5)

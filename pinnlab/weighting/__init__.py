@@ -206,6 +206,8 @@ def update(index: jax.typing.ArrayLike, stats: Stats, state: RuleState,
         if "gradients" in rule.uses and stats.gradients is None:
             return lambda state: (state, state)
         transform = rule.make(**hyperparameters)
-        return lambda state: transform.update(stats, state)
+        # in the state's dtype: under float64 (jax x64) the traces are float64, the carried weights float32,
+        # and lax.switch needs every branch to return the same types
+        return lambda state: jax.tree.map(lambda x: x.astype(state.dtype), transform.update(stats, state))
 
     return jax.lax.switch(index, [branch(rule) for rule in RULES.values()], state)

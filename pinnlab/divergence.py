@@ -1,0 +1,60 @@
+"""The one divergence policy of every training loop: a run whose loss turns non-finite keeps its last
+finite state.
+
+The scan carry of a run is its state, the state one step before, whether its losses are still finite
+and the step where they stopped being so (:class:`Guarded`). When the losses of step ``s`` (evaluated at
+the state of step ``s``) are not finite, the run is frozen at the state of step ``s - 1``, the last one
+with a finite loss, whose row of losses is kept; the remaining steps of the chunk leave it there.
+:class:`pinnlab.training.Trainer` (and through it the lab and the CLI) and the members of
+:class:`pinnlab.ensemble.Ensemble` run this one body, so they keep the same state and the same rows,
+inside the jitted chunk: nothing is replayed on the host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class Guarded(NamedTuple):
+    """The carry: ``state`` (a TrainState), ``prev`` (the state one step before, or ``state`` itself
+    where none is known), ``alive`` (losses finite so far) and ``diverged`` (first non-finite step, -1)."""
+
+    state: Any
+    prev: Any
+    alive: jax.Array
+    diverged: jax.Array
+
+
+def start(state, prev=None) -> Guarded:
+    """The carry of a run at ``state``; ``prev``: its state one step before, when known (else a non-finite
+    loss at the first step keeps ``state`` itself)."""
+    return Guarded(state, state if prev is None else prev, jnp.asarray(True), jnp.asarray(-1, jnp.int32))
+
+
+def _pick(ok, a, b, step):
+    """``a`` where ``ok`` else ``b``, field by field; the step counter is ``step`` when it is shared
+    (members of an ensemble), else picked too."""
+    picked = jax.tree.map(lambda x, y: jnp.where(ok, x, y), tuple(a[:-1]), tuple(b[:-1]))
+    return type(a)(*picked, jnp.where(ok, a.step, b.step) if step is None else step)
+
+
+def guard(step: Callable, shared_step: bool = False) -> Callable:
+    """``step(state, *args) -> (state, metrics)`` (``metrics[0]``: the losses, evaluated at the incoming
+    state) as a body over :class:`Guarded` carries. ``shared_step``: the step counter advances for every
+    run alike (an ensemble's, unbatched under ``vmap``, keeps the NTK refresh a real ``lax.cond``)."""
+
+    def body(carry: Guarded, *args):
+        new, metrics = step(carry.state, *args)
+        finite = jnp.all(jnp.isfinite(metrics[0]))
+        ok = carry.alive & finite
+        shared = new.step if shared_step else None
+        state = _pick(ok, new, carry.prev, shared)
+        prev = _pick(ok, carry.state, carry.prev, shared)
+        diverged = jnp.where(carry.alive & ~finite, carry.state.step, carry.diverged)
+        return Guarded(state, prev, ok, diverged.astype(carry.diverged.dtype)), metrics
+
+    return body
