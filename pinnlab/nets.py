@@ -163,9 +163,9 @@ class MLPApply:
     """``apply(params, x)`` of a pinnlab MLP, a value that carries its architecture.
 
     ``mlp_spec`` is ``(NetConfig, mean, std)`` with the input statistics in float32, as the module stores
-    them: :mod:`pinnlab.ntk_structured` and :mod:`pinnlab.residuals` build the Taylor streams from it, so
-    they must use the very numbers the module does. Any other ``apply(params, x)`` works everywhere too,
-    through the Jacobian path.
+    them: :func:`pinnlab.streams.forward` (the training loss and the structured NTK) builds the Taylor
+    streams from it, so they must use the very numbers the module does. Any other ``apply(params, x)``
+    works everywhere too, through the Jacobian path.
     """
 
     graphdef: Any

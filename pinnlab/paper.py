@@ -21,10 +21,12 @@ from pinnlab.ensemble import Ensemble, Member, make_mesh, run_ensemble
 from pinnlab.history import History, Snapshot
 from pinnlab.nets import NetConfig
 from pinnlab.nets import convention as make_convention
-from pinnlab.problems import Problem, make_problem
+from pinnlab.problems import ENTRIES, Problem, make_problem
 from pinnlab.training import TrainConfig, Trainer, ntk_weights_at_init
 
 SCALES = ("smoke", "cpu", "full")
+# The paper's set-ups, stated once in the problems' recipes (pinnlab.problems.registry.Recipe).
+POISSON, WAVE = ENTRIES["poisson"].recipe, ENTRIES["wave"].recipe
 # (label, run, snapshot): the Fig. 5 sweep passes its Ensemble, whose config, problem and step a bar reads
 Progress = Callable[[str, Trainer | Ensemble, Snapshot], None]
 
@@ -69,6 +71,11 @@ def _poisson_net(problem, width, depth, convention):
     return make_convention(convention, problem.default_init, width=width, depth=depth)
 
 
+def _poisson_config(steps: int, **fields) -> TrainConfig:
+    """The paper's Poisson optimiser (gradient descent at its learning rate) for ``steps`` steps."""
+    return TrainConfig(optimizer=POISSON.optimizer, lr=POISSON.lr, steps=steps, **fields)
+
+
 # -- E1: the NTK barely moves for wide nets (Figs. 2 and 3) ---------------------------------------
 E1_SCALES = {
     "smoke": dict(widths=(10, 50), steps=200, every=50),
@@ -87,8 +94,8 @@ def e1(depth: int = 1, scale: str | None = None, convention: str = "paper_code",
     problem = make_problem("poisson", a=1.0)
     histories, numbers = {}, {"widths": list(s["widths"]), "steps": s["steps"], "depth": depth}
     for width in s["widths"]:
-        config = TrainConfig(optimizer="sgd", lr=1e-5, steps=s["steps"], chunk=s["every"], eval_every=s["every"],
-                             spectra_at=tuple(range(0, s["steps"] + 1, s["every"])), seed=seed)
+        config = _poisson_config(s["steps"], chunk=s["every"], eval_every=s["every"],
+                                 spectra_at=tuple(range(0, s["steps"] + 1, s["every"])), seed=seed)
         _, h = _train(f"width {width}", problem, _poisson_net(problem, width, depth, convention), config, progress)
         histories[f"width {width}"] = h
         numbers[f"width {width}"] = {
@@ -99,10 +106,10 @@ def e1(depth: int = 1, scale: str | None = None, convention: str = "paper_code",
 
 
 # -- E2: spectra of K, K_uu, K_rr for sin(a pi x) (Fig. 1) ------------------------------------------
-E2_SCALES = {"smoke": 200, "cpu": 40_000, "full": 40_000}
+E2_SCALES = {"smoke": 200, "cpu": POISSON.steps, "full": POISSON.steps}
 
 
-def e2(scale: str | None = None, a_values=(1.0, 2.0, 4.0), width: int = 100, convention: str = "paper_code",
+def e2(scale: str | None = None, a_values=(1.0, 2.0, 4.0), width: int = POISSON.width, convention: str = "paper_code",
        seed: int = 0, progress: Progress | None = None) -> Experiment:
     """Fig. 1: eigenvalues of K, K_uu, K_rr at initialisation and after GD training, for a = 1, 2, 4.
 
@@ -114,8 +121,7 @@ def e2(scale: str | None = None, a_values=(1.0, 2.0, 4.0), width: int = 100, con
     histories, numbers = {}, {"steps": steps, "width": width}
     for a in a_values:
         problem = make_problem("poisson", a=float(a))
-        config = TrainConfig(optimizer="sgd", lr=1e-5, steps=steps, chunk=min(1000, steps), spectra_at=(0, steps),
-                             seed=seed)
+        config = _poisson_config(steps, chunk=min(POISSON.chunk, steps), spectra_at=(0, steps), seed=seed)
         _, h = _train(f"a={a:g}", problem, _poisson_net(problem, width, 1, convention), config, progress)
         histories[f"a={a:g}"] = h
         first, last = h.spectra[0], h.spectra[-1]
@@ -129,10 +135,10 @@ def e2(scale: str | None = None, a_values=(1.0, 2.0, 4.0), width: int = 100, con
 
 
 # -- E3: Poisson sin(4 pi x) with NTK weights (Fig. 4) and the lambda_b sweep (Fig. 5) -------------
-E3_STEPS = {"smoke": 300, "cpu": 40_000, "full": 40_000}
+E3_STEPS = {"smoke": 300, "cpu": POISSON.steps, "full": POISSON.steps}
 
 
-def e3(scale: str | None = None, width: int = 100, convention: str = "paper_code", seed: int = 0,
+def e3(scale: str | None = None, width: int = POISSON.width, convention: str = "paper_code", seed: int = 0,
        progress: Progress | None = None) -> Experiment:
     """Fig. 4: the PINN without weights, with Algorithm 1's weights fixed from the NTK at
     initialisation (as the paper computes them), and with the paper's rounded lambda_b = 100."""
@@ -145,8 +151,8 @@ def e3(scale: str | None = None, width: int = 100, convention: str = "paper_code
     histories, numbers = {}, {"steps": steps, "width": width, "ntk_weights": ntk_w.tolist(),
                               "lambda_b_over_lambda_r": float(ntk_w[0] / ntk_w[1])}
     for label, weights in runs.items():
-        config = TrainConfig(optimizer="sgd", lr=1e-5, steps=steps, chunk=min(1000, steps), initial_weights=weights,
-                             spectra_at=(0, steps), seed=seed)
+        config = _poisson_config(steps, chunk=min(POISSON.chunk, steps), initial_weights=weights,
+                                 spectra_at=(0, steps), seed=seed)
         _, h = _train(label, problem, net, config, progress)
         histories[label] = h
         numbers[label] = {"rel_l2": h.rel_l2[-1], "weights": [float(w) for w in weights]}
@@ -155,12 +161,13 @@ def e3(scale: str | None = None, width: int = 100, convention: str = "paper_code
 
 E3_SWEEP_SCALES = {
     "smoke": dict(lambdas=(1.0, 100.0), trials=2, steps=200),
-    "cpu": dict(lambdas=(1.0, 10.0, 50.0, 100.0, 200.0, 350.0, 500.0), trials=3, steps=40_000),
-    "full": dict(lambdas=tuple(float(v) for v in np.linspace(0.0, 500.0, 11).clip(1.0)), trials=10, steps=40_000),
+    "cpu": dict(lambdas=(1.0, 10.0, 50.0, 100.0, 200.0, 350.0, 500.0), trials=3, steps=POISSON.steps),
+    "full": dict(lambdas=tuple(float(v) for v in np.linspace(0.0, 500.0, 11).clip(1.0)), trials=10,
+                 steps=POISSON.steps),
 }
 
 
-def e3_sweep_runs(lambdas, trials: int, steps: int, width: int = 100, convention: str = "paper_code",
+def e3_sweep_runs(lambdas, trials: int, steps: int, width: int = POISSON.width, convention: str = "paper_code",
                   seed: int = 0) -> tuple[Problem, NetConfig, TrainConfig, list[Member]]:
     """The Fig. 5 grid as ensemble members: lambda_b in ``lambdas`` (lambda_r = 1) x ``trials`` seeds
     (``seed``, ``seed + 1``, ...), lambda_b slowest; plus the problem, net and config they share.
@@ -169,14 +176,13 @@ def e3_sweep_runs(lambdas, trials: int, steps: int, width: int = 100, convention
     """
     problem = make_problem("poisson", a=4.0)
     net = _poisson_net(problem, width, 1, convention)
-    config = TrainConfig(optimizer="sgd", lr=1e-5, steps=steps, chunk=min(1000, steps), ntk_every=0,
-                         eval_every=steps, seed=seed)
+    config = _poisson_config(steps, chunk=min(POISSON.chunk, steps), ntk_every=0, eval_every=steps, seed=seed)
     members = [Member(seed + trial, (float(lam), 1.0), label=f"lambda_b={lam:g} trial {trial}")
                for lam in lambdas for trial in range(trials)]
     return problem, net, config, members
 
 
-def e3_sweep(scale: str | None = None, width: int = 100, convention: str = "paper_code", seed: int = 0,
+def e3_sweep(scale: str | None = None, width: int = POISSON.width, convention: str = "paper_code", seed: int = 0,
              progress: Progress | None = None, mesh: Mesh | None = None) -> Experiment:
     """Fig. 5: relative L2 error against a fixed lambda_b (lambda_r = 1), several seeds per value.
 
@@ -205,11 +211,11 @@ def e3_sweep(scale: str | None = None, width: int = 100, convention: str = "pape
 E4_SCALES = {
     "smoke": dict(width=20, depth=3, steps=300, spectra_at=(0, 100, 200, 300)),
     "cpu": dict(width=200, depth=3, steps=20_000, spectra_at=(0, 2_500, 10_000, 20_000)),
-    "full": dict(width=500, depth=3, steps=80_000, spectra_at=(0, 10_000, 40_000, 80_000)),
+    "full": dict(width=WAVE.width, depth=WAVE.depth, steps=WAVE.steps, spectra_at=(0, 10_000, 40_000, WAVE.steps)),
 }
 
 
-def e4(scale: str | None = None, convention: str = "paper_code", seed: int = 0, update_every: int = 100,
+def e4(scale: str | None = None, convention: str = "paper_code", seed: int = 0, update_every: int = WAVE.update_every,
        progress: Progress | None = None, **overrides) -> Experiment:
     """Figs. 6-8: the wave equation u_tt = 4 u_xx trained with Adam (1e-3, x0.9 per 1000 steps),
     without weights and with Algorithm 1 refreshed every ``update_every`` steps (code: 100)."""
@@ -219,7 +225,8 @@ def e4(scale: str | None = None, convention: str = "paper_code", seed: int = 0, 
     net = make_convention(convention, problem.default_init, width=s["width"], depth=s["depth"])
     histories, numbers = {}, {k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items()}
     for label, rule in (("no weights", "none"), ("Algorithm 1", "ntk")):
-        config = TrainConfig(optimizer="adam", lr=1e-3, decay_steps=1000, decay_rate=0.9, steps=s["steps"],
+        config = TrainConfig(optimizer=WAVE.optimizer, lr=WAVE.lr, decay_steps=WAVE.decay_steps,
+                             decay_rate=WAVE.decay_rate, steps=s["steps"],
                              weighting=rule, update_every=update_every, ntk_every=update_every,
                              spectra_at=tuple(s["spectra_at"]), seed=seed)
         _, h = _train(label, problem, net, config, progress)

@@ -26,6 +26,20 @@ RANGES = {"width": (1, 8192), "depth": (1, 32), "n_b": (2, 10**6), "n_r": (2, 10
 DECAY_STEPS = 1000  # the wave code's schedule: lr * decay ** (step / 1000)
 
 
+def recipe_fields(name: str) -> dict:
+    """The lab's fields of problem ``name``'s recipe (:class:`pinnlab.problems.registry.Recipe`): its
+    parameter's default, the net, the optimiser, the schedule as a factor per :data:`DECAY_STEPS` steps
+    and the step budget. The lab starts unweighted whatever the recipe's rule (predict, then reveal)."""
+    entry = ENTRIES[name]
+    r = entry.recipe
+    decay = 1.0 if r.decay_steps is None else r.decay_rate ** (DECAY_STEPS / r.decay_steps)
+    return dict(problem=name, param=entry.param_default, width=r.width, depth=r.depth, optimizer=r.optimizer,
+                lr=r.lr, decay=decay, budget=r.steps)
+
+
+_DEFAULT = recipe_fields("poisson")  # LabState() is the paper's Poisson set-up (Sec. 7.2)
+
+
 @dataclasses.dataclass(frozen=True)
 class LabState:
     """All controls of one lab run.
@@ -44,14 +58,14 @@ class LabState:
     past it; 0 = no budget).
     """
 
-    problem: str = "poisson"
-    param: float = 4.0
-    width: int = 100
-    depth: int = 1
+    problem: str = _DEFAULT["problem"]
+    param: float = _DEFAULT["param"]
+    width: int = _DEFAULT["width"]
+    depth: int = _DEFAULT["depth"]
     convention: str = "paper_code"
-    optimizer: str = "sgd"
-    lr: float = 1e-5
-    decay: float = 1.0
+    optimizer: str = _DEFAULT["optimizer"]
+    lr: float = _DEFAULT["lr"]
+    decay: float = _DEFAULT["decay"]
     n_b: int = 100
     n_r: int = 100
     n_ntk: int = 100
@@ -61,7 +75,7 @@ class LabState:
     update_every: int = 100
     lr_scale: float = 1.0
     ntk_every: int = 100
-    budget: int = 40_000
+    budget: int = _DEFAULT["budget"]
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -139,9 +153,10 @@ def _choice(name: str, value, choices) -> None:
 
 
 # -- presets ------------------------------------------------------------------------------------
-# One preset per registered problem (its entry's ``lab``), then the paper's figures. Budgets: the paper's
-# step counts (Poisson 40,000 GD steps; wave 80,000 Adam steps; Figs. 2-3 10,000).
-PRESETS: dict[str, tuple[str, dict]] = {name: (e.lab_caption, e.lab) for name, e in ENTRIES.items()}
+# One preset per registered problem (its recipe with its entry's ``lab`` changes), then the paper's figures.
+# Budgets: the recipes' step counts (Poisson 40,000 GD steps; wave 80,000 Adam steps); Figs. 2-3 10,000.
+PRESETS: dict[str, tuple[str, dict]] = {name: (e.lab_caption, {**recipe_fields(name), **e.lab})
+                                        for name, e in ENTRIES.items()}
 PRESETS.update({
     "fig1": ("Fig. 1: spectra of K, K_uu, K_rr for u = sin(πx), 1×100: K_rr dwarfs K_uu",
              dict(param=1.0, ntk_every=1000, budget=10_000)),
@@ -149,9 +164,11 @@ PRESETS.update({
              "spectra)", dict(param=1.0, width=500, budget=10_000)),
     "fig3": ("Fig. 3: the same with three hidden layers of 500", dict(param=1.0, width=500, depth=3, budget=10_000)),
     "fig4": ("Fig. 4: u = sin(4πx) with Algorithm 1's weights from the NTK at step 0, held for the paper's "
-             "40,000 steps", dict(rule="ntk", update_every=40_000)),
+             "40,000 steps", dict(rule="ntk", update_every=ENTRIES["poisson"].recipe.steps)),
     "wave_paper": ("Figs. 6-8: the wave with the paper's 3×500 net and Algorithm 1 every 100 steps on 300 "
-                   "points per term (GPU-sized)", {**ENTRIES["wave"].lab, "width": 500, "n_ntk": 300, "rule": "ntk"}),
+                   "points per term (GPU-sized)",
+                   {**PRESETS["wave"][1], "width": ENTRIES["wave"].recipe.width, "n_ntk": 300, "rule": "ntk",
+                    "update_every": ENTRIES["wave"].recipe.update_every}),
 })
 PRESETS["fig6"] = PRESETS["wave_paper"]
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pinnlab.problems.base import Linear, Problem, Term, linear, mesh, uniform
-from pinnlab.problems.registry import Entry, register
+from pinnlab.problems.registry import Entry, Recipe, register
 
 T, X = 0, 1
 PERIOD = 2 * math.pi
@@ -54,10 +54,10 @@ register(Entry(
             "steps",
     params_help={"beta": "convection: wave speed beta of u_t + beta u_x = 0 (default 30)"},
     param="beta",
-    train=dict(width=50, depth=3, optimizer="adam", lr=1e-3, decay_steps=1000, decay_rate=0.9, steps=2000,
-               chunk=100, weighting="ntk", update_every=100),
-    lab=dict(problem="convection", param=30.0, width=50, depth=3, optimizer="adam", lr=1e-3, decay=0.9, n_b=200,
-             n_r=300, n_ntk=100, budget=0),
+    recipe=Recipe(width=50, depth=3, optimizer="adam", lr=1e-3, decay_steps=1000, decay_rate=0.9, steps=2000,
+                  weighting="ntk", update_every=100, chunk=100),
+    cli={},
+    lab=dict(n_b=200, n_r=300, n_ntk=100, budget=0),  # no paper budget: it trains until paused
     lab_caption="Convection u_t + 30 u_x = 0, periodic (Krishnapriyan et al. 2021): try beta = 1, then 30, "
                 "with and without the weighting",
     # the lab's 101 x 101 evaluation grid keeps a live prediction cheap; the periodic term gets half of n_b

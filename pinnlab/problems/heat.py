@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pinnlab.problems.base import Linear, Problem, linear, space_time, stacked, uniform
-from pinnlab.problems.registry import Entry, register
+from pinnlab.problems.registry import Entry, Recipe, register
 
 T, X = 0, 1
 
@@ -54,10 +54,10 @@ register(Entry(
             "every 100 steps",
     params_help={"k": "heat: diffusivity (default 0.1)"},
     param="k",
-    train=dict(width=50, depth=3, optimizer="adam", lr=1e-3, decay_steps=1000, decay_rate=0.9, steps=2000,
-               chunk=100, weighting="ntk", update_every=100),
-    lab=dict(problem="heat", param=0.1, width=50, depth=3, optimizer="adam", lr=1e-3, n_b=150, n_r=300, n_ntk=100,
-             budget=0),
+    recipe=Recipe(width=50, depth=3, optimizer="adam", lr=1e-3, decay_steps=1000, decay_rate=0.9, steps=2000,
+                  weighting="ntk", update_every=100, chunk=100),
+    cli={},
+    lab=dict(decay=1.0, n_b=150, n_r=300, n_ntk=100, budget=0),  # no paper budget: it trains until paused
     lab_caption="Heat u_t = 0.1 u_xx (beyond the paper), 3×50 tanh, Adam 1e-3",
     lab_points=lambda n_b, n_r, n_ntk: dict(n_u=n_b, n_r=n_r, n_ntk=n_ntk, n_eval=101),
 ))

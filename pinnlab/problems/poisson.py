@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pinnlab.problems.base import Linear, Problem, fixed, linear
-from pinnlab.problems.registry import Entry, register
+from pinnlab.problems.registry import Entry, Recipe, register
 
 
 def Poisson1D(a: float = 4.0, n_b: int = 100, n_r: int = 100, n_eval: int = 1000) -> Problem:
@@ -58,10 +58,11 @@ register(Entry(
             "the plain PINN, ~0.12)",
     params_help={"a": "poisson: u = sin(a pi x) (default 4)"},
     param="a",
-    # update_every None: once, at step 0 (the paper's Poisson weights come from the NTK at initialisation)
-    train=dict(width=100, depth=1, optimizer="sgd", lr=1e-5, decay_steps=None, decay_rate=1.0, steps=40000,
-               chunk=1000, weighting="ntk", update_every=None),
-    lab=dict(problem="poisson", param=4.0),  # the rest are LabState's defaults: the paper's Sec. 7.2
+    # the paper's Sec. 7.2; update_every None: once, at step 0 (its weights come from the NTK at initialisation)
+    recipe=Recipe(width=100, depth=1, optimizer="sgd", lr=1e-5, steps=40_000, weighting="ntk", update_every=None,
+                  chunk=1000),
+    cli={},
+    lab={},
     lab_caption="Poisson u = sin(4πx), 1×100 tanh, gradient descent lr 1e-5 (paper Sec. 7.2), unweighted: "
                 "switch the rule to ntk and watch λ_u and the boundary loss",
     lab_points=lambda n_b, n_r, n_ntk: dict(n_b=n_b, n_r=n_r),  # its NTK uses the training points
