@@ -424,6 +424,23 @@ def test_a_cheap_ntk_refreshes_the_spectra_within_the_time_budget():
     assert not lab._keyframe_due(now) and lab._keyframe_due(now + 1.0)
 
 
+def test_a_live_change_while_running_gets_the_next_frame_without_the_rate_limit_but_never_a_queue(monkeypatch):
+    lab = Lab("poisson", **SMALL)
+    lab._last_frame, lab._frame_cost = time.perf_counter(), 0.02  # just drew; 20 ms frames: one per 0.4 s
+    in_flight = [0]
+    monkeypatch.setattr(lab.figure, "edits_in_flight", lambda: in_flight[0])
+    assert not lab.frame_due()  # the rate limit holds a plain frame back
+    monkeypatch.setattr(Lab, "running", property(lambda self: True))
+    lab.set(rule="ntk")  # acts at the next chunk, whose frame is urgent
+    lab._last_frame = time.perf_counter()  # (the switch computed traces: keep the last frame recent)
+    assert lab._urgent and lab.frame_due()
+    in_flight[0] = 1  # the front end has not drawn the last frame: no second one behind it
+    assert not lab.frame_due()
+    in_flight[0] = 0
+    lab.draw()
+    assert not lab._urgent and not lab.frame_due()
+
+
 def test_the_spectra_solve_on_one_blas_thread_and_restore_the_setting(monkeypatch):
     import threadpoolctl  # in the test and jupyter extras
 

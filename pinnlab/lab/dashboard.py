@@ -125,6 +125,7 @@ class Lab:
         self.scheduler = Scheduler(self)
         self._revision, self._rate = 0, deque(maxlen=64)
         self._frame_cost, self._keyframe_cost, self._last_frame, self._last_keyframe = 0.0, None, -1e9, 0.0
+        self._urgent = False  # a live change waits for its first frame: the rate limits do not hold it back
         self._replay: int | None = None
         self._static_cost, self._last_static = 0.0, -1e9
         self._drawn_key, self._demo, self._demo_plain_error = None, None, float("nan")
@@ -512,10 +513,13 @@ class Lab:
         """Whether to draw now: the front end has drawn the last frame (or timed out), and the rate and
         time budgets allow it."""
         since = time.perf_counter() - self._last_frame
+        in_flight = getattr(self.figure, "edits_in_flight", None)
+        drawn = in_flight is None or in_flight() == 0
+        if self._urgent and drawn:  # the chunk after a click: show its effect now, still never a queue
+            return True
         if since < max(MIN_FRAME_SECONDS, self._frame_cost / FRAME_BUDGET):
             return False
-        in_flight = getattr(self.figure, "edits_in_flight", None)
-        return in_flight is None or in_flight() == 0 or since >= ACK_TIMEOUT
+        return drawn or since >= ACK_TIMEOUT
 
     # -- drawing ------------------------------------------------------------------------------------------------
     def draw(self) -> None:
@@ -533,7 +537,7 @@ class Lab:
                 self.figure.data[index].update(props)
             if keyframe:
                 self.figure.layout.shapes = self._model.shapes(self._budgets(), self._replay_step())
-        self._drawn_key = key
+        self._drawn_key, self._urgent = key, False
         self._update_counters()
         if self.backend == "static" and (full or t0 - self._last_static >= self._static_interval()):
             self._render_static()
@@ -658,6 +662,8 @@ class Lab:
             self.figure.layout.title.text = self._title()
         if not self.running:  # paused: show the effect (weights, shares, budget line) at once
             self._draw(full=True)
+        else:  # the next chunk trains with it: its frame goes out as soon as the front end drew the last one
+            self._urgent = True
 
     def _live_changed(self, name: str, value) -> None:
         if name.startswith("rule") and len(self.runs) > 1:
