@@ -14,6 +14,12 @@ so its eigenvalues are lambda_k (real, >= 0) and the coefficients ``c = V^T D^1/
 a mode with small lambda_k needs ~1 / (eta lambda_k) steps, which is why the boundary terms, whose modes
 have K_uu's small eigenvalues, barely train. Under Adam the update is not ``eta K D r`` and this
 prediction does not hold; the measured coefficients still show which modes were learned.
+
+Gradient descent is stable for ``eta < 2 / lambda_max`` (:func:`stable_lr`). Since the weights are
+positive, K-tilde is similar to a symmetric PSD matrix whatever lambda_b: its eigenvalues cannot be
+complex (the paper attributes Fig. 5's spread at large lambda_b to complex eigenvalues of an
+"indefinite" K-tilde; a general eigensolver on the non-symmetric K D shows imaginary parts only at the
+rounding level, ``tests/test_linearized.py``).
 """
 
 from __future__ import annotations
@@ -61,3 +67,8 @@ def steps_to_learn(modes: Modes, lr: float) -> np.ndarray:
     """~1 / (lr lambda_k): the steps over which gradient descent shrinks mode k by a factor e (inf for 0)."""
     with np.errstate(divide="ignore"):
         return 1.0 / (lr * modes.values)
+
+
+def stable_lr(modes: Modes) -> float:
+    """``2 / lambda_max(K D)``: gradient descent on the (linearised) weighted loss diverges above it."""
+    return float(2.0 / modes.values[0])

@@ -97,3 +97,24 @@ def test_modes_are_right_eigenvectors_and_their_coefficients_decay_geometrically
 def test_decompose_refuses_bad_input(kernel, factors, match):
     with pytest.raises(ValueError, match=match):
         modes.decompose(kernel, factors)
+
+
+def test_k_tilde_has_real_eigenvalues_for_any_positive_weights_and_gd_is_stable_below_two_over_lambda_max():
+    """K D is similar to D^1/2 K D^1/2 (symmetric PSD): a general eigensolver finds imaginary parts only at
+    rounding level even at lambda_b = 1e4, and the closed-form GD residual shrinks at 1.9 / lambda_max and
+    grows at 2.1 / lambda_max (the growth of the top mode, (1 - eta lambda_max)^t)."""
+    with float64():
+        problem, net, params, points = _case("poisson")
+        jac = explicit_jacobian(net.apply, params, problem.terms, points)
+        r0 = np.asarray(linearized.stacked_residuals(net.apply, problem.terms, params, points))
+    kernel = jac @ jac.T
+    for lambda_b in (1.0, 100.0, 1e4):
+        factors = np.asarray(linearized.row_factors(problem.terms, points, (lambda_b, 1.0)))
+        m = modes.decompose(kernel, factors)
+        general = np.linalg.eigvals(kernel * factors[None, :])
+        assert np.abs(general.imag).max() <= 1e-10 * m.values[0], lambda_b
+        np.testing.assert_allclose(np.sort(general.real)[::-1], m.values, rtol=0, atol=1e-9 * m.values[0])
+        limit = modes.stable_lr(m)
+        below = linearized.gd_residuals(kernel, factors, 0.95 * limit, r0, 400)
+        above = linearized.gd_residuals(kernel, factors, 1.05 * limit, r0, 400)
+        assert np.linalg.norm(below[-1]) < np.linalg.norm(r0) < np.linalg.norm(above[-1]), lambda_b
