@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import explicit_jacobian, float64, sample_points, small_net, small_problem, to64
 
 from pinnlab import linearized, modes
+from tests.conftest import explicit_jacobian, float64, sample_points, small_net, small_problem, to64
 
 
 def _case(name="poisson", n=8, width=12):
