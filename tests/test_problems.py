@@ -150,8 +150,8 @@ def test_bad_problem_parameters_raise(name, kwargs, bad):
 
 
 def test_unknown_problem_and_term():
-    with pytest.raises(ValueError, match="'burgers'"):
-        make_problem("burgers")
+    with pytest.raises(ValueError, match="'navier_stokes'; choose one of poisson, wave, heat"):
+        make_problem("navier_stokes")
     with pytest.raises(KeyError, match="'q'"):
         make_problem("poisson").term("q")
     assert list(PROBLEMS)[:3] == ["poisson", "wave", "heat"]  # the paper's problems first, then the others
