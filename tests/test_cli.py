@@ -114,7 +114,7 @@ def test_report_subcommand_rebuilds(run_dir, tmp_path):
 
 
 @pytest.mark.parametrize("args, value", [
-    (["--problem", "burgers"], "burgers"),
+    (["--problem", "navier_stokes"], "navier_stokes"),
     (["--problem", "poisson", "--width", "0"], "'0'"),
     (["--problem", "poisson", "--depth", "-3"], "'-3'"),
     (["--problem", "poisson", "--steps", "0"], "'0'"),
