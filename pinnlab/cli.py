@@ -30,6 +30,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from pinnlab import optimizers
 from pinnlab.cache import enable_compilation_cache
 from pinnlab.files import DirectoryLock, OutputBusy, WriteError, check_writable, to_json, write_files
 from pinnlab.history import History
@@ -230,6 +231,8 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
                    "0,1000,end, or 'none' (default 0,end)")
     g.add_argument("--eval-every", type=nonnegative_int, default=0, metavar="N",
                    help="steps between rel. L2 evaluations (0: about 50 per run; default 0)")
+    g.add_argument("--x64", action="store_true", help="train in float64 (jax x64; the kernel solve 'lm' "
+                   "reaches ~100x smaller errors than in float32)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -411,6 +414,8 @@ def initial_weights(text: str | None, problem, net, seed: int) -> tuple[float, .
 
 def train_config(args: argparse.Namespace, preset: dict, weights) -> TrainConfig:
     """The TrainConfig from the options and the problem's preset."""
+    optimizer = args.optimizer or preset["optimizer"]
+    preset = {**preset, **optimizers.PRESETS.get(optimizer, {})}  # e.g. lm: a step scale of 1, no decay
     pick = lambda name: preset[name] if getattr(args, name) is None else getattr(args, name)  # noqa: E731
     steps = pick("steps")
     # The engine runs a remainder shorter than a chunk as single steps: keep the chunk <= steps.
@@ -517,6 +522,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     with locked(prepare_out(args.out)) as out:
         enable_compilation_cache()
+        if args.x64:
+            import jax
+
+            jax.config.update("jax_enable_x64", True)
         trainer, stop, caught = None, None, []
         with deferred(caught):  # a signal between training and the final save waits for the save
             try:
@@ -565,7 +574,10 @@ def _finish(trainer: Trainer, stop: KeyboardInterrupt | None, out: Path, args: a
                        f"interrupted {how} at step {trainer.step} of {trainer.config.steps}")
     metrics = summary(history)
     metrics.update(num_params=history.config.get("num_params"), compilations=trainer.compilations,
-                   versions=versions(), files=["metrics.json", "history.json", "history.npz"])
+                   precision=str(np.dtype(trainer.dtype)), versions=versions(),
+                   files=["metrics.json", "history.json", "history.npz"])
+    if trainer.config.optimizer == "lm":
+        metrics["lm"] = trainer.solver_state()
     files, report_note = history.files(), None
     if not args.no_report:
         report, report_note = _report(history)

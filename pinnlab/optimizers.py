@@ -2,7 +2,8 @@
 
 A factory takes the learning rate (a float or an optax schedule) and returns an
 ``optax.GradientTransformation``; :func:`register` adds one (e.g. ``register("lion", optax.lion)``), and
-``--optimizer`` and the lab's dropdown offer it at once.
+``--optimizer`` and the lab's dropdown offer it at once. ``"lm"`` is the one that is not a gradient
+transformation: the kernel solve of :mod:`pinnlab.gauss_newton`, which steps on residuals and K.
 """
 
 from __future__ import annotations
@@ -12,9 +13,24 @@ from collections.abc import Callable
 
 import optax
 
-Factory = Callable[[optax.ScalarOrSchedule], optax.GradientTransformation]
+from pinnlab.gauss_newton import LevenbergMarquardt
 
-OPTIMIZERS: dict[str, Factory] = {"sgd": optax.sgd, "adam": optax.adam}
+Factory = Callable[[optax.ScalarOrSchedule], optax.GradientTransformation | LevenbergMarquardt]
+
+
+def lm(lr: optax.ScalarOrSchedule) -> LevenbergMarquardt:
+    """The kernel solve (:mod:`pinnlab.gauss_newton`); ``lr`` scales its step (1: the Gauss-Newton step)."""
+    if callable(lr):
+        raise ValueError("optimizer 'lm' takes a constant lr (a step scale, 1 for the full step); "
+                         "drop the learning-rate decay")
+    return LevenbergMarquardt(float(lr))
+
+
+OPTIMIZERS: dict[str, Factory] = {"sgd": optax.sgd, "adam": optax.adam, "lm": lm}
+
+# What an optimiser changes in a problem's recipe where the user did not say (the CLI reads it): the
+# kernel solve takes whole steps, each worth many gradient steps, so fewer of them and shorter chunks.
+PRESETS: dict[str, dict] = {"lm": dict(lr=1.0, decay_steps=None, decay_rate=1.0, steps=1000, chunk=10)}
 
 
 def register(name: str, factory: Factory) -> None:

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pinnlab import checks, divergence, ntk, optimizers, residuals, weighting
+from pinnlab import checks, divergence, gauss_newton, ntk, optimizers, residuals, weighting
 from pinnlab.checks import MAX_STEPS
 from pinnlab.history import History, Snapshot
 from pinnlab.nets import NetConfig, make_net
@@ -176,6 +176,7 @@ def make_step(apply, problem: Problem, optimizer, gradients: bool = False):
     time of every chunk, so only runs that use such a rule pay it).
     """
     counts = jnp.asarray([t.n_ntk for t in problem.terms], jnp.float32)
+    solves = isinstance(optimizer, gauss_newton.LevenbergMarquardt)
 
     def step(carry: TrainState, controls: Controls, data, probe):
         key, k_batch, k_ntk = jax.random.split(carry.key, 3)
@@ -196,12 +197,16 @@ def make_step(apply, problem: Problem, optimizer, gradients: bool = False):
 
         keep = lambda _: (carry.traces, carry.weights)
         traces, weights = jax.lax.cond(due_weights | due_log, fresh, keep, None)
-        grads, losses = jax.grad(
-            lambda p: total_loss(apply, problem, p, batches, weights), has_aux=True
-        )(carry.params)
-        updates, opt_state = optimizer.update(grads, carry.opt_state, carry.params)
-        updates = jax.tree.map(lambda u: controls.lr_scale * u, updates)
-        params = optax.apply_updates(carry.params, updates)
+        if solves:  # the kernel solve: residuals and K, not a gradient
+            params, opt_state, losses = gauss_newton.step(apply, problem.terms, carry.params, carry.opt_state,
+                                                          batches, weights, optimizer.lr * controls.lr_scale)
+        else:
+            grads, losses = jax.grad(
+                lambda p: total_loss(apply, problem, p, batches, weights), has_aux=True
+            )(carry.params)
+            updates, opt_state = optimizer.update(grads, carry.opt_state, carry.params)
+            updates = jax.tree.map(lambda u: controls.lr_scale * u, updates)
+            params = optax.apply_updates(carry.params, updates)
         new = TrainState(params, opt_state, weights, traces, key, carry.step + 1)
         return new, (losses, weights, traces)
 
@@ -470,6 +475,19 @@ class Trainer:
         if snap is not None:
             snap.spectra, snap.ntk_drift = eig, float("nan")
         return eig
+
+    @property
+    def dtype(self):
+        """The parameters' dtype (float64 under jax x64)."""
+        return jax.tree.leaves(self.state.params)[0].dtype
+
+    def solver_state(self) -> dict[str, float] | None:
+        """The kernel solve's damping ``mu`` (relative to Tr A / N), last gain ratio ``rho`` and step counts
+        (:mod:`pinnlab.gauss_newton`); ``None`` for gradient optimisers."""
+        st = self.state.opt_state
+        if not isinstance(st, gauss_newton.LMState):
+            return None
+        return dict(mu=float(st.mu), rho=float(st.rho), accepted=int(st.accepted), rejected=int(st.rejected))
 
     def prediction(self) -> np.ndarray:
         return np.asarray(self._compiled.predict(self.state.params))
