@@ -148,3 +148,23 @@ def test_lm_takes_no_learning_rate_schedule():
     with pytest.raises(ValueError, match="constant lr"):
         Trainer(small_problem("poisson"), convention("paper_code", width=4),
                 TrainConfig(optimizer="lm", lr=1.0, decay_steps=100, decay_rate=0.9))
+
+
+def test_ensemble_members_equal_lone_kernel_solve_runs():
+    from pinnlab.ensemble import Ensemble, Member
+
+    problem = make_problem("poisson", n_b=10, n_r=12, n_eval=50)
+    net = convention("paper_code", "lecun_normal", width=8, depth=1)
+    config = TrainConfig(optimizer="lm", lr=1.0, steps=12, chunk=6, ntk_every=4)
+    members = [Member(0), Member(1, (100.0, 1.0))]
+    with float64():
+        got = Ensemble(problem, net, config, members).run().histories
+        for member, history in zip(members, got, strict=True):
+            weights = member.initial_weights
+            lone = Trainer(problem, net, TrainConfig(optimizer="lm", lr=1.0, steps=12, chunk=6, ntk_every=4,
+                                                     seed=member.seed, initial_weights=weights)).run()
+            np.testing.assert_allclose(history.curve("losses"), lone.curve("losses"), rtol=1e-9, atol=0)
+            np.testing.assert_allclose(history.rel_l2, lone.rel_l2, rtol=1e-9)
+            # accepted steps lower the weighted loss, rejected ones keep it: it never rises
+            loss = np.sum(history.curve("losses") * history.curve("weights"), axis=1)
+            assert np.all(np.diff(loss) <= 1e-12 * loss[:-1]) and loss[-1] < 0.5 * loss[0]
