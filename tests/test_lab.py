@@ -719,3 +719,20 @@ def test_a_control_changed_on_another_thread_acts_on_the_loop_between_chunks():
     asyncio.run(scenario())
     assert applied == [threading.get_ident()]  # applied on the loop's thread, not the widget's
     assert lab.trainer.state.weights[0] > 10 and lab.status.startswith("paused")
+
+
+def test_the_kernel_solve_is_chosen_with_a_step_scale_and_shows_its_damping_live():
+    lab = Lab("poisson", **SMALL)
+    c = lab.controls
+    c.reset["optimizer"].value = "lm"
+    assert (c.reset["lr"].value, c.reset["decay"].value) == (1.0, 1.0)  # a step scale, not sgd's 1e-5
+    c.reset_button.click()
+    assert lab.state.optimizer == "lm" and lab.runs[0].trainer.config.lr == 1.0
+    lab.run(20)
+    solver = lab.runs[0].trainer.solver_state()
+    assert solver["accepted"] + solver["rejected"] == lab.step
+    assert f"μ {solver['mu']:.1e} ρ {solver['rho']:.2f}" in c.counter.value
+    first, last = lab.history.curve("losses")[[0, -1]].sum(axis=1)
+    assert last < 1e-2 * first  # twenty kernel-solve steps do what sgd does in thousands
+    c.reset["optimizer"].value = "sgd"  # back to the recipe's optimiser: its learning rate again
+    assert c.reset["lr"].value == preset("poisson").lr

@@ -27,6 +27,7 @@ from pathlib import Path
 import ipywidgets as w
 import numpy as np
 
+from pinnlab import optimizers
 from pinnlab.files import write_file
 from pinnlab.history import History
 from pinnlab.lab import cache, tasks
@@ -581,8 +582,13 @@ class Lab:
         ntk = ("" if self._layout_name == "presentation" else  # one line on a projector: the essentials only
                f" &nbsp;·&nbsp; <span title='chunk of {run.chunk} steps, {ms:.0f} ms; {tip}'>NTK "
                f"{run.ntk_method}{ntk_ms}</span>")
+        solver = run.trainer.solver_state()  # the kernel solve's damping and gain ratio, live
+        lm = "" if solver is None else (f" &nbsp;·&nbsp; <span title='damping mu (relative to Tr A / N) and gain "
+                                        f"ratio rho of the kernel solve'>μ {solver['mu']:.1e} ρ "
+                                        f"{solver['rho']:.2f}</span>")
         c.counter.value = (f"<span style='font-size:1.3em;font-weight:600'>step {self.step:,}{budget}</span>"
-                           f" &nbsp;·&nbsp; {self.steps_per_second:,.0f} steps/s &nbsp;·&nbsp; rel. L2 {errors}{ntk}")
+                           f" &nbsp;·&nbsp; {self.steps_per_second:,.0f} steps/s &nbsp;·&nbsp; rel. L2 {errors}"
+                           f"{lm}{ntk}")
         frames = len(run.keyframes)
         with c.quiet():
             c.replay.max = frames - 1
@@ -687,6 +693,14 @@ class Lab:
                 for field, widget in c.reset.items():
                     widget.value = defaults[field]
             c.label_param(value)
+        if name == "optimizer":  # the kernel solve takes a step scale of 1, not a learning rate
+            recipe = preset(c.reset["problem"].value)
+            lm = optimizers.PRESETS.get(value)
+            fields = (dict(lr=lm["lr"], decay=lm["decay_rate"]) if lm else
+                      dict(lr=recipe.lr, decay=recipe.decay) if value == recipe.optimizer else {})
+            with c.quiet():
+                for field, v in fields.items():
+                    c.reset[field].value = v
         try:
             pending = c.read_reset(self._base)
         except ValueError as e:
