@@ -23,7 +23,7 @@ rows than parameters K is singular, and the residual-space solve loses about ``l
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
@@ -51,11 +51,16 @@ class LevenbergMarquardt(NamedTuple):
     """The ``"lm"`` optimiser of :mod:`pinnlab.optimizers`: not an optax transformation (it needs the
     residuals, not a gradient), so :func:`pinnlab.training.make_step` calls :func:`step` for it.
 
-    ``lr`` scales the step (1: the full Gauss-Newton step); ``mu0`` is the starting relative damping.
+    ``lr`` scales the step (1: the full Gauss-Newton step), a number or an optax schedule of the step;
+    ``mu0`` is the starting relative damping.
     """
 
-    lr: float = 1.0
+    lr: float | Callable[[jax.Array], jax.Array] = 1.0
     mu0: float = 1e-2
+
+    def scale(self, step: jax.Array) -> jax.Array:
+        """The step scale at ``step``."""
+        return self.lr(step) if callable(self.lr) else jnp.asarray(self.lr)
 
     def init(self, params) -> LMState:
         dtype = jax.tree.leaves(params)[0].dtype

@@ -19,11 +19,9 @@ Factory = Callable[[optax.ScalarOrSchedule], optax.GradientTransformation | Leve
 
 
 def lm(lr: optax.ScalarOrSchedule) -> LevenbergMarquardt:
-    """The kernel solve (:mod:`pinnlab.gauss_newton`); ``lr`` scales its step (1: the Gauss-Newton step)."""
-    if callable(lr):
-        raise ValueError("optimizer 'lm' takes a constant lr (a step scale, 1 for the full step); "
-                         "drop the learning-rate decay")
-    return LevenbergMarquardt(float(lr))
+    """The kernel solve (:mod:`pinnlab.gauss_newton`); ``lr`` scales its step (1: the Gauss-Newton step), a
+    constant or a schedule of the step (a decaying scale averages over resampled batches)."""
+    return LevenbergMarquardt(lr if callable(lr) else float(lr))
 
 
 OPTIMIZERS: dict[str, Factory] = {"sgd": optax.sgd, "adam": optax.adam, "lm": lm}

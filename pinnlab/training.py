@@ -199,7 +199,8 @@ def make_step(apply, problem: Problem, optimizer, gradients: bool = False):
         traces, weights = jax.lax.cond(due_weights | due_log, fresh, keep, None)
         if solves:  # the kernel solve: residuals and K, not a gradient
             params, opt_state, losses = gauss_newton.step(apply, problem.terms, carry.params, carry.opt_state,
-                                                          batches, weights, optimizer.lr * controls.lr_scale)
+                                                          batches, weights,
+                                                          optimizer.scale(carry.step) * controls.lr_scale)
         else:
             grads, losses = jax.grad(
                 lambda p: total_loss(apply, problem, p, batches, weights), has_aux=True

@@ -144,10 +144,18 @@ def test_the_trainer_steps_exactly_as_the_solve_and_reaches_the_poisson_solution
     assert trainer.solver_state()["accepted"] > 250
 
 
-def test_lm_takes_no_learning_rate_schedule():
-    with pytest.raises(ValueError, match="constant lr"):
-        Trainer(small_problem("poisson"), convention("paper_code", width=4),
-                TrainConfig(optimizer="lm", lr=1.0, decay_steps=100, decay_rate=0.9))
+def test_a_step_scale_schedule_scales_each_step():
+    problem = small_problem("poisson")
+    config = TrainConfig(optimizer="lm", lr=0.5, decay_steps=1, decay_rate=0.5, chunk=2)
+    with float64():
+        trainer = Trainer(problem, convention("paper_code", width=4), config)
+        for step in range(2):
+            p, s = trainer.state.params, trainer.state.opt_state
+            trainer.advance(1)
+            want = gauss_newton.step(trainer.apply, problem.terms, p, s, trainer.data, trainer.state.weights,
+                                     0.5 * 0.5**step)[0]
+            for x, y in zip(jax.tree.leaves(trainer.state.params), jax.tree.leaves(want), strict=True):
+                np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-14)
 
 
 def test_ensemble_members_equal_lone_kernel_solve_runs():
