@@ -19,10 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-import jax
+# One OpenBLAS thread (before jax loads it): the kernel solve's Cholesky runs in LAPACK, between XLA ops;
+# threaded OpenBLAS spins after each call and, interleaved with other runs on 2 busy cores, made a 10-step
+# chunk take 0.1-3 s instead of 0.03 s (benchmarks/README.md).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import jax  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import environment, print_json  # noqa: E402
