@@ -42,16 +42,16 @@ ADAM = dict(optimizer="adam", lr=1e-3, decay_steps=1000, decay_rate=0.9, weighti
 LM = dict(optimizer="lm", lr=1.0, weighting="none")
 
 
-def configs(problem: str, seed: int) -> dict[str, TrainConfig]:
+def configs(problem: str, seed: int, lm_lr: float = 1.0) -> dict[str, TrainConfig]:
     recipe = ENTRIES[problem].train
     paper = {k: recipe[k] for k in ("optimizer", "lr", "decay_steps", "decay_rate", "weighting")}
     paper["update_every"] = recipe["update_every"] or 10**9  # Poisson: the weights of step 0, then fixed
     big = 10**8  # runs stop on time, not steps
     return {"paper": TrainConfig(**paper, steps=big, chunk=recipe["chunk"], ntk_every=0, seed=seed),
             "adam_ntk": TrainConfig(**ADAM, steps=big, chunk=100, ntk_every=0, seed=seed),
-            "lm": TrainConfig(**LM, steps=big, chunk=10, ntk_every=0, seed=seed),
-            "lm_ntk": TrainConfig(**{**LM, "weighting": "ntk"}, update_every=100, steps=big, chunk=10, ntk_every=0,
-                                  seed=seed)}
+            "lm": TrainConfig(**{**LM, "lr": lm_lr}, steps=big, chunk=10, ntk_every=0, seed=seed),
+            "lm_ntk": TrainConfig(**{**LM, "lr": lm_lr, "weighting": "ntk"}, update_every=100, steps=big, chunk=10,
+                                  ntk_every=0, seed=seed)}
 
 
 def race(trainers: dict[str, Trainer], seconds: float, eval_seconds: float) -> dict[str, list]:
@@ -96,6 +96,8 @@ def main() -> None:
     parser.add_argument("--eval-seconds", type=float, default=2.0, help="training seconds between evaluations")
     parser.add_argument("--x64", action="store_true", help="float64 for every method")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lm-lr", type=float, default=1.0, help="the kernel solve's step scale (resampled "
+                        "batches: 0.5 averages their noise)")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args()
     if args.x64:
@@ -104,7 +106,7 @@ def main() -> None:
     width, depth = args.width or recipe["width"], args.depth or recipe["depth"]
     problem = make_problem(args.problem)
     net = nets.convention("paper_code", problem.default_init, width=width, depth=depth)
-    chosen = configs(args.problem, args.seed)
+    chosen = configs(args.problem, args.seed, args.lm_lr)
     trainers = {m: Trainer(problem, net, chosen[m]) for m in args.methods.split(",")}
     curves, diverged = race(trainers, args.seconds, args.eval_seconds)
     result = {"environment": environment(), "command": " ".join(["python", *sys.argv]), "problem": args.problem,
