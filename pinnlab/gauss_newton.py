@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pinnlab import ntk, ntk_structured, residuals
+from pinnlab import linearized, ntk, ntk_structured, residuals
 from pinnlab.problems.base import Term
 
 MU_MAX = 1e10  # relative damping above which the step is ~ a tiny gradient step: stop growing
@@ -69,9 +69,9 @@ class LevenbergMarquardt(NamedTuple):
 
 
 def row_scaling(terms: Sequence[Term], batches, weights) -> jax.Array:
-    """``W``'s diagonal: ``sqrt(lambda_i s_i / n_i)`` on every row of term i, so that ``L = ||W r||^2``."""
-    return jnp.concatenate([jnp.full(len(x), jnp.sqrt(w * t.scale / len(x)))
-                            for t, x, w in zip(terms, batches, weights, strict=True)])
+    """``W``'s diagonal: ``sqrt(lambda_i s_i / n_i)`` on every row of term i, so that ``L = ||W r||^2``
+    (the loss gradient's row factors are ``D = 2 W^2``)."""
+    return jnp.sqrt(linearized.row_factors(terms, batches, weights) / 2.0)
 
 
 def kernel(apply, terms: Sequence[Term], params, batches) -> jax.Array:
