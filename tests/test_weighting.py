@@ -100,6 +100,18 @@ def test_update_with_each_index_equals_the_rule_without_recompiling():
     assert len(calls) == 1  # the rule index and momentum are traced values
 
 
+def test_an_eager_update_runs_only_the_chosen_rule():
+    # A rule switch between chunks (Trainer.set_rule) calls update eagerly; an eager lax.switch traced every
+    # branch, so switching to Algorithm 1 computed gradnorm's gradient statistics too (70-250 ms a click).
+    def gradients():
+        raise AssertionError("gradnorm's statistics were computed for another rule")
+
+    stats = Stats(jnp.asarray(TRACES), jnp.asarray(COUNTS), gradients)
+    for name in ("none", "ntk", "ntk_mean"):
+        weights, _ = weighting.update(weighting.rule_index(name), stats, jnp.asarray(PREVIOUS), 0.9)
+        np.testing.assert_allclose(weights, _numpy(name, TRACES, COUNTS, PREVIOUS, 0.9), rtol=1e-5, err_msg=name)
+
+
 def test_a_gradient_rule_keeps_its_state_without_gradients():
     index = weighting.rule_index("gradnorm")
     weights, state = weighting.update(index, _stats(gradients=False), jnp.asarray(PREVIOUS), 0.5)

@@ -194,7 +194,8 @@ def update(index: jax.typing.ArrayLike, stats: Stats, state: RuleState,
     """Apply the rule with integer code ``index`` to ``state`` (the current weights): ``(weights, state)``.
 
     ``index`` and ``momentum`` may be traced: every rule's factory is called here with ``momentum`` (cast
-    to the traces' dtype), and ``jax.lax.switch`` picks the branch, so neither recompiles. A rule that
+    to the traces' dtype), and ``jax.lax.switch`` picks the branch, so neither recompiles. A concrete
+    ``index`` runs only that rule. A rule that
     declares ``"gradients"`` keeps its state when ``stats.gradients`` is ``None``.
     """
     dtype = stats.traces.dtype
@@ -210,4 +211,7 @@ def update(index: jax.typing.ArrayLike, stats: Stats, state: RuleState,
         # and lax.switch needs every branch to return the same types
         return lambda state: jax.tree.map(lambda x: x.astype(state.dtype), transform.update(stats, state))
 
-    return jax.lax.switch(index, [branch(rule) for rule in RULES.values()], state)
+    branches = [branch(rule) for rule in RULES.values()]
+    if not isinstance(index, jax.core.Tracer):  # called eagerly (a rule switch between chunks): run the one
+        return branches[int(index)](state)  # rule; an eager lax.switch traces every branch, gradnorm's Jacobian too
+    return jax.lax.switch(index, branches, state)
