@@ -31,14 +31,20 @@ DENSE_SPECTRA_MAX = 2048  # probe points up to which spectra come from the forme
 SPECTRA_TOP_K = 50  # eigenvalues per spectrum above that (Lanczos)
 
 
+DEFAULTS = {"lr": 1e-5, "chunk": 100}  # TrainConfig's lr and chunk where neither the user nor the optimiser says
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """How to train.
 
     Attributes:
-      optimizer: ``"sgd"`` (plain gradient descent, the Poisson code) or ``"adam"`` (the wave code).
-      lr: learning rate; with ``decay_steps`` it decays as ``lr * decay_rate ** (step / decay_steps)``
-        (continuous, as ``tf.train.exponential_decay`` in the wave code: 1e-3, 1000, 0.9).
+      optimizer: ``"sgd"`` (plain gradient descent, the Poisson code), ``"adam"`` (the wave code), ``"lm"``
+        (the kernel solve of :mod:`pinnlab.gauss_newton`) or one added by :func:`pinnlab.optimizers.register`.
+      lr: learning rate (for ``"lm"``: the scale of its step); with ``decay_steps`` it decays as
+        ``lr * decay_rate ** (step / decay_steps)`` (continuous, as ``tf.train.exponential_decay`` in the
+        wave code: 1e-3, 1000, 0.9). None (the default): 1e-5, or the optimiser's own value from
+        :data:`pinnlab.optimizers.PRESETS` (``"lm"``: 1, the whole Gauss-Newton step).
       steps: optimiser steps of a full run.
       weighting: a rule of :data:`pinnlab.weighting.RULES`: ``"none"``, ``"ntk"`` (Algorithm 1),
         ``"ntk_mean"`` or ``"gradnorm"`` (see :mod:`pinnlab.weighting`).
@@ -49,7 +55,8 @@ class TrainConfig:
       momentum: EMA factor of ``ntk_mean`` and ``gradnorm`` (the hyperparameter their factories take;
         live, as a traced control).
       initial_weights: starting weights per term (default all 1).
-      chunk: optimiser steps per jitted call (one host transfer per chunk).
+      chunk: optimiser steps per jitted call (one host transfer per chunk). None (the default): 100, or
+        the optimiser's value from :data:`pinnlab.optimizers.PRESETS` (``"lm"``: 10).
       eval_every: steps between evaluations of the relative L2 error and the parameter drift
         (0: about 50 per run, on chunk boundaries).
       spectra_at: steps at which the full NTK and its block spectra are recorded.
@@ -57,7 +64,7 @@ class TrainConfig:
     """
 
     optimizer: str = "sgd"
-    lr: float = 1e-5
+    lr: float | None = None
     decay_steps: int | None = None
     decay_rate: float = 1.0
     steps: int = 1000
@@ -66,7 +73,7 @@ class TrainConfig:
     ntk_every: int = 100
     momentum: float = 0.9
     initial_weights: tuple[float, ...] | None = None
-    chunk: int = 100
+    chunk: int | None = None
     eval_every: int = 0
     spectra_at: tuple[int, ...] = ()
     seed: int = 0
@@ -78,6 +85,11 @@ class TrainConfig:
                 object.__setattr__(self, field.name, value.item())
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        # Unset lr/chunk follow the optimiser: the kernel solve's step scale is 1, not gradient descent's 1e-5.
+        own = {**DEFAULTS, **{k: v for k, v in optimizers.PRESETS.get(self.optimizer, {}).items() if k in DEFAULTS}}
+        for name, value in own.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
         weighting.rule_index(self.weighting)
         ints = dict(steps=(1, MAX_STEPS), update_every=(1, None), chunk=(1, MAX_STEPS), ntk_every=(0, None),
                     eval_every=(0, None))

@@ -176,3 +176,15 @@ def test_ensemble_members_equal_lone_kernel_solve_runs():
             # accepted steps lower the weighted loss, rejected ones keep it: it never rises
             loss = np.sum(history.curve("losses") * history.curve("weights"), axis=1)
             assert np.all(np.diff(loss) <= 1e-12 * loss[:-1]) and loss[-1] < 0.5 * loss[0]
+
+
+def test_an_unset_lr_and_chunk_follow_the_optimizer():
+    # TrainConfig(optimizer="lm") took gradient descent's lr 1e-5 as its step scale: a run that hardly moved.
+    lm = TrainConfig(optimizer="lm")
+    assert (lm.lr, lm.chunk) == (1.0, 10)
+    assert (TrainConfig().lr, TrainConfig().chunk) == (1e-5, 100)
+    assert (TrainConfig(optimizer="adam").lr, TrainConfig(optimizer="adam").chunk) == (1e-5, 100)
+    own = TrainConfig(optimizer="lm", lr=0.5, chunk=3)
+    assert (own.lr, own.chunk) == (0.5, 3)
+    with pytest.raises(ValueError, match="lr"):
+        TrainConfig(optimizer="lm", lr=-1.0)
