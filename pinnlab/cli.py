@@ -576,7 +576,7 @@ def _finish(trainer: Trainer, stop: KeyboardInterrupt | None, out: Path, args: a
     metrics.update(num_params=history.config.get("num_params"), compilations=trainer.compilations,
                    precision=str(np.dtype(trainer.dtype)), versions=versions(),
                    files=["metrics.json", "history.json", "history.npz"])
-    if trainer.config.optimizer == "lm":
+    if trainer.solver_state() is not None:  # the kernel solve: its damping and step counts
         metrics["lm"] = trainer.solver_state()
     files, report_note = history.files(), None
     if not args.no_report:

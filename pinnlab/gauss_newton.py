@@ -15,10 +15,15 @@ by ``mu / (a_k + mu)``: every mode at once, as long as ``mu`` is small against `
 parameters as they were and ``mu`` grows (2x, 4x, 8x... in a row). ``mu`` is stored relative to the
 mean eigenvalue ``Tr A / N``, so a weight refresh that rescales ``A`` (Algorithm 1) does not reset it.
 
-K comes from the stream factors of :mod:`pinnlab.ntk_structured` on a pinnlab MLP with declared operators,
-and from the formed Jacobian otherwise (the nonlinear Burgers residual). The dense solve bounds N to a
-few thousand rows (``N^2`` memory, ``N^3 / 3`` flops per step); there is no matrix-free variant. With more
-rows than parameters K is singular, and the residual-space solve loses about ``log10(1 / mu)`` digits.
+Two solvers. ``"cholesky"`` forms K (the stream factors of :mod:`pinnlab.ntk_structured` on a pinnlab MLP
+with declared operators, the formed Jacobian otherwise, e.g. the nonlinear Burgers residual) and solves
+densely: ``N^2`` memory and ``N^3 / 3`` flops per step bound N to a few thousand rows. ``"cg"`` is
+matrix-free: conjugate gradients on ``(A + mu I) x = b`` with ``A v = W J (J^T (W v))``, one
+vector-Jacobian and one Jacobian-vector product per iteration (neither K nor J is formed: memory
+O(N + P)), preconditioned by ``diag(A) + mu`` (the NTK diagonal, from the stream factors where they
+apply), at most ``cg_iters`` iterations: an inexact solve, which the gain ratio judges like any other
+step. With more rows than parameters K is singular, and the residual-space solve loses about
+``log10(1 / mu)`` digits.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from pinnlab import linearized, ntk, ntk_structured, residuals
 from pinnlab.problems.base import Term
 
 MU_MAX = 1e10  # relative damping above which the step is ~ a tiny gradient step: stop growing
+SOLVERS = ("cholesky", "cg")
 
 
 class LMState(NamedTuple):
@@ -52,11 +58,15 @@ class LevenbergMarquardt(NamedTuple):
     residuals, not a gradient), so :func:`pinnlab.training.make_step` calls :func:`step` for it.
 
     ``lr`` scales the step (1: the full Gauss-Newton step), a number or an optax schedule of the step;
-    ``mu0`` is the starting relative damping.
+    ``mu0`` is the starting relative damping; ``solver`` is ``"cholesky"`` (dense K) or ``"cg"``
+    (matrix-free, at most ``cg_iters`` iterations to a relative residual of ``cg_tol``; see the module notes).
     """
 
     lr: float | Callable[[jax.Array], jax.Array] = 1.0
     mu0: float = 1e-2
+    solver: str = "cholesky"
+    cg_iters: int = 200
+    cg_tol: float = 1e-6
 
     def scale(self, step: jax.Array) -> jax.Array:
         """The step scale at ``step``."""
@@ -103,22 +113,58 @@ def damping(rho: jax.Array, state: LMState) -> tuple[jax.Array, jax.Array]:
     return jnp.clip(mu, 10 * eps, MU_MAX), jnp.minimum(nu, 2.0**30)
 
 
-def step(apply, terms: Sequence[Term], params, state: LMState, batches, weights, lr=1.0):
+class _System(NamedTuple):
+    """The damped system of one step: ``A v``, ``Tr A`` and ``(A + mu I)^(-1) b``."""
+
+    dot: Callable[[jax.Array], jax.Array]
+    trace: jax.Array
+    solve: Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def _dense(apply, terms, params, batches, w) -> _System:
+    a = w[:, None] * kernel(apply, terms, params, batches).astype(w.dtype) * w[None, :]
+    return _System(lambda v: a @ v, jnp.trace(a), lambda b, mu: solve(a, b, mu))
+
+
+def _matrix_free(apply, terms, params, batches, w, vjp, iters: int, tol: float) -> _System:
+    _, jvp = jax.linearize(lambda p: _stacked(apply, terms, p, batches), params)
+
+    def dot(v):
+        (g,) = vjp(w * v)
+        return w * jvp(g)
+
+    diag = w**2 * jnp.concatenate([ntk.diagonal(apply, params, t, x) for t, x in zip(terms, batches)]).astype(w.dtype)
+
+    def solve_cg(b, mu):
+        x, _ = jax.scipy.sparse.linalg.cg(lambda v: dot(v) + mu * v, b, tol=tol, maxiter=iters,
+                                          M=lambda v: v / (diag + mu))
+        return x
+
+    return _System(dot, jnp.sum(diag), solve_cg)
+
+
+def step(apply, terms: Sequence[Term], params, state: LMState, batches, weights, lr=1.0,
+         optimizer: LevenbergMarquardt | None = None):
     """One damped Gauss-Newton step on the weighted loss: ``(params, state, losses)`` with the per-term
     unweighted losses ``L_i`` at the parameters the step started from. Traceable.
 
-    A step whose gain ratio is not positive (or whose solve failed) returns ``params`` unchanged.
+    ``optimizer`` chooses the solver (default: a dense Cholesky solve). A step whose gain ratio is not
+    positive (or whose solve failed) returns ``params`` unchanged.
     """
+    opt = optimizer or LevenbergMarquardt()
+    if opt.solver not in SOLVERS:
+        raise ValueError(f"unknown solver {opt.solver!r}; choose one of {', '.join(SOLVERS)}")
     r, vjp = jax.vjp(lambda p: _stacked(apply, terms, p, batches), params)
     w = row_scaling(terms, batches, weights).astype(r.dtype)
     b = w * r
-    a_mat = w[:, None] * kernel(apply, terms, params, batches).astype(r.dtype) * w[None, :]
-    mu_abs = state.mu * jnp.trace(a_mat) / len(b)
-    coef = solve(a_mat, b, mu_abs)
+    system = (_dense(apply, terms, params, batches, w) if opt.solver == "cholesky" else
+              _matrix_free(apply, terms, params, batches, w, vjp, opt.cg_iters, opt.cg_tol))
+    mu_abs = state.mu * system.trace / len(b)
+    coef = system.solve(b, mu_abs)
     (delta,) = vjp(-lr * w * coef)
     trial = jax.tree.map(jnp.add, params, delta)
-    # the linearised residual after the step: b - lr A coef = (1 - lr) b + lr mu coef
-    predicted = jnp.sum(b**2) - jnp.sum(((1.0 - lr) * b + lr * mu_abs * coef) ** 2)
+    # the linearised residual after the step is b - lr A coef (= (1 - lr) b + lr mu coef for an exact solve)
+    predicted = jnp.sum(b**2) - jnp.sum((b - lr * system.dot(coef)) ** 2)
     actual = jnp.sum(b**2) - jnp.sum((w * _stacked(apply, terms, trial, batches)) ** 2)
     rho = jnp.where(jnp.isfinite(actual) & jnp.isfinite(predicted) & (predicted > 0), actual / predicted, -1.0)
     accept = rho > 0

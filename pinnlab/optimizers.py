@@ -24,11 +24,17 @@ def lm(lr: optax.ScalarOrSchedule) -> LevenbergMarquardt:
     return LevenbergMarquardt(lr if callable(lr) else float(lr))
 
 
-OPTIMIZERS: dict[str, Factory] = {"sgd": optax.sgd, "adam": optax.adam, "lm": lm}
+def lm_cg(lr: optax.ScalarOrSchedule) -> LevenbergMarquardt:
+    """The kernel solve without forming K: conjugate gradients on K v products (for N beyond a dense solve)."""
+    return lm(lr)._replace(solver="cg")
+
+
+OPTIMIZERS: dict[str, Factory] = {"sgd": optax.sgd, "adam": optax.adam, "lm": lm, "lm_cg": lm_cg}
 
 # What an optimiser changes in a problem's recipe where the user did not say (the CLI reads it): the
 # kernel solve takes whole steps, each worth many gradient steps, so fewer of them and shorter chunks.
-PRESETS: dict[str, dict] = {"lm": dict(lr=1.0, decay_steps=None, decay_rate=1.0, steps=1000, chunk=10)}
+_SOLVE = dict(lr=1.0, decay_steps=None, decay_rate=1.0, steps=1000, chunk=10)
+PRESETS: dict[str, dict] = {"lm": _SOLVE, "lm_cg": _SOLVE}
 
 
 def register(name: str, factory: Factory) -> None:

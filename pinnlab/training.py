@@ -212,7 +212,7 @@ def make_step(apply, problem: Problem, optimizer, gradients: bool = False):
         if solves:  # the kernel solve: residuals and K, not a gradient
             params, opt_state, losses = gauss_newton.step(apply, problem.terms, carry.params, carry.opt_state,
                                                           batches, weights,
-                                                          optimizer.scale(carry.step) * controls.lr_scale)
+                                                          optimizer.scale(carry.step) * controls.lr_scale, optimizer)
         else:
             grads, losses = jax.grad(
                 lambda p: total_loss(apply, problem, p, batches, weights), has_aux=True

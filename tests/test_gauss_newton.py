@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from pinnlab import TrainConfig, Trainer, convention, gauss_newton, make_problem
+from pinnlab import TrainConfig, Trainer, convention, gauss_newton, make_problem, training
 from pinnlab.problems.base import Linear, fixed, linear
 from tests.conftest import explicit_jacobian, float64, sample_points, small_net, small_problem, to64
 
@@ -114,6 +114,47 @@ def test_structured_and_jacobian_paths_give_the_same_step(wave_case):
         np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("structured", [True, False])
+@pytest.mark.parametrize("mu", [1e-1, 1e-3])
+def test_the_matrix_free_step_equals_the_dense_step(wave_case, structured, mu):
+    # CG on A v = W J (J^T (W v)) products, run to convergence (N iterations at most in exact arithmetic)
+    problem, net, params, points = wave_case
+    apply = net.apply if structured else (lambda p, x: net.apply(p, x))  # noqa: E731  the Jacobian path
+    n = sum(len(x) for x in points)
+    cg = gauss_newton.LevenbergMarquardt(solver="cg", cg_iters=4 * n, cg_tol=1e-14)
+    with float64():
+        args = (_state(mu), points, jnp.asarray(WEIGHTS), 1.0)
+        dense = gauss_newton.step(apply, problem.terms, params, *args)
+        free = gauss_newton.step(apply, problem.terms, params, *args, cg)
+    for x, y in zip(jax.tree.leaves(free[0]), jax.tree.leaves(dense[0]), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(float(free[1].rho), float(dense[1].rho), rtol=1e-6)
+    np.testing.assert_allclose(float(free[1].mu), float(dense[1].mu), rtol=1e-6)
+
+
+def test_a_truncated_matrix_free_solve_is_judged_by_its_own_gain_ratio(wave_case):
+    # two CG iterations: not the dense step, but a step the gain ratio measures against its own prediction
+    problem, net, params, points = wave_case
+    cg = gauss_newton.LevenbergMarquardt(solver="cg", cg_iters=2)
+    with float64():
+        p, state, _ = gauss_newton.step(net.apply, problem.terms, params, _state(1e-3), points,
+                                        jnp.asarray(WEIGHTS), 1.0, cg)
+        dense = gauss_newton.step(net.apply, problem.terms, params, _state(1e-3), points, jnp.asarray(WEIGHTS), 1.0)
+        loss = lambda q: float(training.total_loss(net.apply, problem, q, points, jnp.asarray(WEIGHTS))[0])  # noqa: E731
+        before, after = loss(params), loss(p)
+    assert 0 < float(state.rho) and int(state.accepted) == 1
+    assert after < before
+    far = max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(p), jax.tree.leaves(dense[0])))
+    assert far > 1e-6  # truncated: it is not the exact step
+
+
+def test_an_unknown_solver_is_refused(wave_case):
+    problem, net, params, points = wave_case
+    with float64(), pytest.raises(ValueError, match="solver 'qr'"):
+        gauss_newton.step(net.apply, problem.terms, params, _state(1e-3), points, jnp.asarray(WEIGHTS), 1.0,
+                          gauss_newton.LevenbergMarquardt(solver="qr"))
+
+
 def test_a_rejected_step_leaves_the_parameters_and_grows_the_damping(wave_case):
     problem, net, params, points = wave_case
     with float64():
@@ -188,3 +229,13 @@ def test_an_unset_lr_and_chunk_follow_the_optimizer():
     assert (own.lr, own.chunk) == (0.5, 3)
     with pytest.raises(ValueError, match="lr"):
         TrainConfig(optimizer="lm", lr=-1.0)
+
+
+def test_the_matrix_free_trainer_reaches_the_poisson_solution():
+    # the default 200 CG iterations per step (N = 200 rows here): 5.9e-7 after 300 steps when it was chosen
+    problem = make_problem("poisson")
+    with float64():
+        trainer = Trainer(problem, convention("paper_code", problem.default_init, width=100, depth=1),
+                          TrainConfig(optimizer="lm_cg", steps=300, chunk=50))
+        history = trainer.run()
+    assert history.rel_l2[-1] < 1e-5
