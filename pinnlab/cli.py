@@ -599,6 +599,8 @@ def _finish(trainer: Trainer, stop: KeyboardInterrupt | None, out: Path, args: a
     if history.status == "interrupted":
         print(f"pinnlab: {history.message}; wrote what exists to {out}", file=sys.stderr)
         return exit_code(stop)
+    if history.message:  # completed, with a note (the kernel solve stopped early at rounding)
+        print(f"pinnlab: {history.message}", file=sys.stderr)
     return 0
 
 

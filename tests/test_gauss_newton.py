@@ -239,3 +239,15 @@ def test_the_matrix_free_trainer_reaches_the_poisson_solution():
                           TrainConfig(optimizer="lm_cg", steps=300, chunk=50))
         history = trainer.run()
     assert history.rel_l2[-1] < 1e-5
+
+
+def test_the_solve_stops_early_when_its_damping_reaches_the_cap():
+    # float32 Poisson: from about step 200 every step is rejected (the loss is at float32 rounding)
+    problem = make_problem("poisson")
+    trainer = Trainer(problem, convention("paper_code", problem.default_init, width=100, depth=1),
+                      TrainConfig(optimizer="lm", steps=1000, eval_every=50))
+    history = trainer.run()
+    assert history.status == "completed" and trainer.step < 1000
+    assert f"stopped early at step {trainer.step} of 1000" in history.message and "float32" in history.message
+    assert trainer.solver_state()["mu"] == gauss_newton.MU_MAX
+    assert history.eval_step[-1] == trainer.step and history.rel_l2[-1] < 1e-4
