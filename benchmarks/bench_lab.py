@@ -23,6 +23,8 @@ JSON object with
   (``--blas-threads``; the eigenvalues run in OpenBLAS's LAPACK). ``ntk_frame`` times the core calls
   as they are; the keyframe runs the lab's own path, which solves the eigenvalues on one BLAS thread
   whatever the setting (:mod:`pinnlab.lab.threads`). Target: >= 20 frames/s for the default lab.
+* ``modes``: steps/s of the default Poisson and wave labs trained by ``Lab.run`` with the modes panel
+  (:mod:`pinnlab.lab.decay`) off and on, alternated in one process; target: on >= 0.95 x off.
 * ``first_cell`` (``--only first_cell``; also written to ``benchmarks/results_first_cell_cpu.json``):
   seconds from sending ``import pinnlab; lab = pinnlab.Lab("poisson"); lab`` to a fresh ipykernel
   (``jupyter_client``) until its result with the dashboard's widget view arrives, medians of
@@ -380,6 +382,30 @@ def summarise_first_cell(results: list[dict]) -> dict:
     return out
 
 
+# -- the modes panel's cost -----------------------------------------------------------------------------------
+def modes_cost(steps: dict, repeats: int) -> dict:
+    """Steps/s of the default labs trained in the foreground (``Lab.run``: chunks, keyframes with spectra,
+    frames) with the modes panel off and on, alternated in this process; medians and their ratio."""
+    from pinnlab.lab import Lab
+
+    out = {}
+    for preset, n in steps.items():
+        labs = {"off": Lab(preset, backend="static"), "on": Lab(preset, backend="static", modes=True)}
+        for lab in labs.values():
+            lab.set(budget=0)
+            lab.run(n // 10)  # compile (or load) the chunk first
+        rates: dict[str, list[float]] = {name: [] for name in labs}
+        for _ in range(repeats):
+            for name, lab in labs.items():
+                s0, t0 = lab.step, time.perf_counter()
+                lab.run(n)
+                rates[name].append((lab.step - s0) / (time.perf_counter() - t0))
+        out[preset] = {"steps_per_repeat": n, "off_steps_per_s": median(rates["off"]),
+                       "on_steps_per_s": median(rates["on"]), "on_over_off": median(rates["on"]) / median(rates["off"]),
+                       "keyframes_on": len(labs["on"].runs[0].keyframes), "all": rates}
+    return {**out, "target_ratio": 0.95}
+
+
 # -- main ---------------------------------------------------------------------------------------------------
 def child_env(cache_home: str) -> dict:
     return {**os.environ, "XDG_CACHE_HOME": cache_home,
@@ -421,7 +447,7 @@ def main() -> None:
     parser.add_argument("--kernels", type=int, default=3, help="fresh kernels per first_cell variant")
     parser.add_argument("--first-cell-out", default=str(HERE.parent / "results_first_cell_cpu.json"),
                         help="where first_cell's result is also written")
-    parts = ["first_frame", "throughput", "wave_rss", "ntk_frame", "first_cell"]
+    parts = ["first_frame", "throughput", "wave_rss", "ntk_frame", "first_cell", "modes"]
     parser.add_argument("--only", nargs="*", default=parts, choices=parts, help="parts to run")
     parser.add_argument("--child", choices=["first-frame", "wave-rss", "ntk-frame"], help=argparse.SUPPRESS)
     parser.add_argument("--case", choices=NTK_CASES, help=argparse.SUPPRESS)
@@ -457,6 +483,8 @@ def main() -> None:
         if "ntk_frame" in args.only:
             out["ntk_frame"] = ntk_frames(cache_home, args.ntk_cases, args.blas_threads, args.ntk_repeats,
                                           args.ntk_paper_repeats)
+        if "modes" in args.only:
+            out["modes"] = modes_cost({"poisson": args.steps, "wave": max(500, args.steps // 15)}, args.repeats)
     if "first_cell" in args.only:  # its own caches: one warmed, one empty per cold kernel
         out["first_cell"] = first_cell(args.kernels)
         Path(args.first_cell_out).write_text(json.dumps(out["first_cell"], indent=1) + "\n")

@@ -128,6 +128,7 @@ class RunView:
     weights_now: np.ndarray | None = None
     label: str = ""
     dash: str = "solid"
+    modes: dict | None = None  # per-mode decay (pinnlab.lab.decay.ModeDecay.view), when tracked
 
     @classmethod
     def from_history(cls, h, label: str = "", dash: str = "solid") -> RunView:
@@ -268,6 +269,34 @@ def error(view: RunView) -> list[dict]:
                   showlegend=False, hovertemplate=f"α + βx: α = {alpha:.3g}, β = {beta:.3g}<extra></extra>")]
 
 
+MODE_SLOTS = 5  # traces per run in the modes panel (stable keys: empty where N has fewer modes)
+
+
+def mode_decay(view: RunView) -> list[dict]:
+    """|c_k(t)| of the residual on a few eigenvectors of K-tilde at step 0 (markers: measured at the
+    keyframes; dashed: gradient descent's linearised prediction ``(1 - eta lambda_k)^t |c_k(0)|``, where
+    it applies; see :mod:`pinnlab.lab.decay`). Series colours: the modes are not terms."""
+    m = view.modes or {}
+    out = []
+    for j in range(MODE_SLOTS):
+        has = "index" in m and j < len(m["index"])
+        color = series_color(j, MODE_SLOTS)
+        if has:
+            k, lam = int(m["index"][j]), float(m["values"][j])
+            learn = m.get("steps_to_learn")
+            name = f"mode {k}: λ = {lam:.2g}" + ("" if learn is None else f", ~{float(learn[j]):.2g} steps")
+        else:
+            name = f"mode slot {j + 1}" if j or "note" not in m else m["note"]
+        x, y = (m["steps"], m["coeffs"][:, j]) if has else ([], [])
+        out.append(_line(view, f"mode:{j}", x, y, name, color, mode="lines+markers", marker=dict(size=5),
+                         legendgroup=f"mode-{j}", showlegend=has or j == 0,
+                         hovertemplate=f"|c| %{{y:.3g}} @ %{{x}}<extra>{name}</extra>"))
+        px, py = (m["predicted"][0], m["predicted"][1][:, j]) if has and m.get("predicted") is not None else ([], [])
+        out.append(_line(view, f"mode-gd:{j}", px, py, f"GD linearised, mode {j + 1}", color, dash="dash",
+                         width=1.5, legendgroup=f"mode-{j}", showlegend=False, hoverinfo="skip"))
+    return out
+
+
 def _step_axes(title: str) -> Callable[[RunView], tuple[dict, dict]]:
     return lambda view: (STEP_AXIS, dict(LOG_AXIS, title=title))
 
@@ -283,5 +312,9 @@ SPECTRA = Panel("eigenvalues of λ_i K_ii (faint: raw K_ii)", spectra,
                 lambda v: (INDEX_AXIS, dict(LOG_AXIS, title="eigenvalue")), per_step=False)
 PREDICTION = Panel("prediction û vs exact u", prediction, _field_axes("u"), per_step=False)
 ERROR = Panel("error û − u", error, _field_axes("û − u"), per_step=False)
+MODES = Panel("residual on K̃₀'s modes |c_k| (dashed: GD linearised)", mode_decay, _step_axes("|c_k|"),
+              per_step=False)
 # The dashboard's grid, row by row: adding a panel is one function above and one name here.
 DASHBOARD = ((LOSSES, WEIGHTS, SHARES), (SPECTRA, PREDICTION, ERROR))
+# The lab's "modes" view: the per-mode decay in place of the prediction (the error panel keeps the fit).
+DASHBOARD_MODES = ((LOSSES, WEIGHTS, SHARES), (SPECTRA, MODES, ERROR))

@@ -736,3 +736,73 @@ def test_the_kernel_solve_is_chosen_with_a_step_scale_and_shows_its_damping_live
     assert last < 1e-2 * first  # twenty kernel-solve steps do what sgd does in thousands
     c.reset["optimizer"].value = "sgd"  # back to the recipe's optimiser: its learning rate again
     assert c.reset["lr"].value == preset("poisson").lr
+
+
+# -- the modes panel (pinnlab.lab.decay) ------------------------------------------------------------------
+def _independent_modes(run: LiveRun):
+    """Eigenpairs of D^1/2 K_0 D^1/2 in float64 from an explicit Jacobian at the initial parameters, with
+    D = 2 lambda_i s_i / n_i written out here (not pinnlab.linearized), and the probe residuals' projector."""
+    from tests.conftest import explicit_jacobian
+
+    t = run.trainer
+    jac = explicit_jacobian(t.apply, t.params0, t.problem.terms, t.probe).astype(np.float64)
+    w0 = np.asarray(t.fixed_weights, np.float64)
+    d = np.concatenate([np.full(len(x), 2 * w * term.scale / len(x))
+                        for term, x, w in zip(t.problem.terms, t.probe, w0)])
+    values, vectors = np.linalg.eigh(np.sqrt(d)[:, None] * (jac @ jac.T) * np.sqrt(d)[None, :])
+    order = np.argsort(values)[::-1]
+
+    def coefficients(params):
+        r = np.concatenate([np.asarray(term.residuals(t.apply, params, x), np.float64)
+                            for term, x in zip(t.problem.terms, t.probe)])
+        return np.abs(vectors[:, order].T @ (np.sqrt(d) * r))
+
+    return values[order], coefficients
+
+
+def test_the_modes_panel_projects_the_probe_residuals_on_the_modes_of_k0_d():
+    lab = Lab("poisson", backend="static", modes=True, **SMALL)
+    lab.run(600)
+    run = lab.runs[0]
+    m = lab._views()[0].modes
+    values, coefficients = _independent_modes(run)
+    top = m["index"][:3] - 1  # the well-separated leading modes (the float32 kernel's rounding spares them)
+    np.testing.assert_allclose(m["values"][:3], values[top], rtol=1e-3)
+    np.testing.assert_allclose(m["coeffs"][0][:3], coefficients(run.trainer.params0)[top], rtol=1e-2, atol=1e-6)
+    np.testing.assert_allclose(m["coeffs"][-1][:3], coefficients(run.trainer.state.params)[top], rtol=1e-2, atol=1e-6)
+    assert m["steps"][-1] == lab.step and len(m["steps"]) == len(run.keyframes)
+    # gradient descent on the linearised net: |c_k(0)| (1 - lr lambda_k)^t, with this module's eigenvalues
+    grid, predicted = m["predicted"]
+    lr = run.trainer.config.lr
+    want = coefficients(run.trainer.params0)[top] * np.abs(1 - lr * values[top])[None, :] ** grid[:, None]
+    np.testing.assert_allclose(predicted[:, :3], want, rtol=2e-2, atol=1e-6)
+    assert grid[-1] == lab.step
+    names = {trace(lab, f"mode:{j}").name for j in range(len(m["index"]))}
+    assert all("steps" in name for name in names)  # "mode k: λ = ..., ~S steps" (the steps to learn)
+
+
+def test_the_gd_prediction_stops_at_a_rule_change_and_is_absent_under_adam():
+    lab = Lab("poisson", backend="static", modes=True, **SMALL)
+    lab.run(300)
+    switched = lab.step
+    lab.set(rule="ntk")
+    lab.run(300)
+    grid, _ = lab._views()[0].modes["predicted"]
+    assert grid[-1] == switched < lab.step
+    wave = Lab("wave", backend="static", modes=True, width=16, n_b=30, n_r=30, n_ntk=20)
+    wave.run(20)
+    m = wave._views()[0].modes
+    assert m["predicted"] is None and "adam" in m["note"] and len(m["steps"]) == len(wave.runs[0].keyframes)
+
+
+def test_the_modes_toggle_swaps_the_prediction_panel_and_back():
+    lab = Lab("poisson", **SMALL)
+    names = lambda: {t.name for t in lab.figure.data}  # noqa: E731
+    assert "prediction û" in names() and not any(n.startswith("mode 1") for n in names())
+    lab.controls.modes.value = True
+    assert lab.modes and "prediction û" not in names() and any(n.startswith("mode 1:") for n in names())
+    assert len(trace(lab, "mode:0").y) == 1  # step 0's coefficients, before any training
+    lab.modes = False
+    assert "prediction û" in names() and not lab.controls.modes.value
+    with pytest.raises(ValueError, match="modes"):
+        Lab("poisson", modes="yes", **SMALL)

@@ -112,6 +112,10 @@ class Controls:
         self.presenting = w.ToggleButton(description="presentation", icon="desktop", value=False,
                                          tooltip="big fonts, one row of controls, everything in 1280 x 720",
                                          layout=w.Layout(width="130px"))
+        self.modes = w.ToggleButton(description="modes", icon="wave-square", value=False,
+                                    tooltip="per-mode decay: the residual on K̃'s eigenvectors at step 0, with "
+                                            "gradient descent's linearised prediction (in place of the prediction)",
+                                    layout=w.Layout(width="100px"))
         self.counter = w.HTML(layout=w.Layout(min_width="380px"))
         self.status = w.HTML()
         self.error = w.HTML()
@@ -192,8 +196,9 @@ class Controls:
         return w.VBox([title, *boxes])
 
     def footer(self) -> w.Widget:
-        return w.VBox([w.HBox([self.replay, self.replay_label, self.export, self.presenting, self.exported],
-                              layout=w.Layout(align_items="center", flex_flow="row wrap")), self.config])
+        return w.VBox([w.HBox([self.replay, self.replay_label, self.export, self.modes, self.presenting,
+                               self.exported], layout=w.Layout(align_items="center", flex_flow="row wrap")),
+                       self.config])
 
     def notebook(self, figure: w.Widget) -> list[w.Widget]:
         """Every control on show: header, live and reset boxes, the figure, replay/export and the config."""

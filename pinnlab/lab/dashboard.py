@@ -27,7 +27,7 @@ from pathlib import Path
 import ipywidgets as w
 import numpy as np
 
-from pinnlab import optimizers
+from pinnlab import optimizers, panels
 from pinnlab.files import write_file
 from pinnlab.history import History
 from pinnlab.lab import cache, tasks
@@ -70,6 +70,8 @@ class Lab:
         ``Output`` every ~1.5 s, for front ends where ``FigureWidget`` does not load).
       layout: ``"notebook"`` (every control on show) or ``"presentation"`` (one row of big controls above
         the figure, the rest folded away, inside 1280 x 720); the "presentation" toggle switches live.
+      modes: show the per-mode decay (:mod:`pinnlab.lab.decay`) in place of the prediction; the "modes"
+        toggle switches live. Off by default: it adds a residual evaluation to every keyframe.
       **overrides: any :class:`~pinnlab.lab.state.LabState` field, e.g. ``width=50, rule="ntk"``.
 
     Display it as the last expression of a cell. ``play()``/``pause()`` train in the background and
@@ -79,20 +81,20 @@ class Lab:
     """
 
     def __init__(self, config: str | LabState = "poisson", *, backend: str = "widget", layout: str = "notebook",
-                 **overrides):
+                 modes: bool = False, **overrides):
         if isinstance(config, str) and "||" in config:
             states = [LabState.from_string(part) for part in config.split("||")]
             if len(states) != 2:
                 raise ValueError("a compare config has exactly two states joined by ' || '")
             states = [s.replace(**overrides) for s in states]
-            self._setup(states, ["A", "B"], backend, layout)
+            self._setup(states, ["A", "B"], backend, layout, modes)
         else:
-            self._setup([resolve(config, **overrides)], [""], backend, layout)
+            self._setup([resolve(config, **overrides)], [""], backend, layout, modes)
 
     @classmethod
     def compare(cls, config: str | LabState = "poisson", a: dict | None = None, b: dict | None = None, *,
                 labels: tuple[str, str] = ("A", "B"), backend: str = "widget", layout: str = "notebook",
-                **overrides) -> Lab:
+                modes: bool = False, **overrides) -> Lab:
         """Two runs of one problem side by side on shared axes, from the same seed and initial parameters.
 
         ``a`` and ``b`` override fields of ``config`` per run; by default A trains unweighted and B with
@@ -106,11 +108,13 @@ class Lab:
         if states[0].problem != states[1].problem:
             raise ValueError("compared runs must solve the same problem (shared axes)")
         lab = cls.__new__(cls)
-        lab._setup(states, list(labels), backend, layout)
+        lab._setup(states, list(labels), backend, layout, modes)
         return lab
 
     # -- construction ----------------------------------------------------------------------------------
-    def _setup(self, states: list[LabState], labels: list[str], backend: str, layout: str) -> None:
+    def _setup(self, states: list[LabState], labels: list[str], backend: str, layout: str, modes: bool) -> None:
+        if not isinstance(modes, bool):
+            raise ValueError(f"modes must be True or False, got {modes!r}")
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         if layout not in LAYOUTS:
@@ -137,6 +141,7 @@ class Lab:
             self._loop = None
         self._thread = threading.get_ident()
         self.controls = Controls(len(states))
+        self._modes = modes
         self.runs = self._build_runs(states)
         self._apply_budget()
         self.figure = self._new_figure()
@@ -144,6 +149,8 @@ class Lab:
         self.widget = w.VBox(layout=w.Layout(width="100%"))
         self.widget.add_class("pinnlab-lab")
         self._arrange()
+        with self.controls.quiet():
+            self.controls.modes.value = modes
         self._wire()
         self.controls.write(self.states)
         self._show_config()
@@ -174,8 +181,15 @@ class Lab:
     def _views(self, index: int | None = None) -> list:
         return [run.view(index, run.label, DASHES[r]) for r, run in enumerate(self.runs)]
 
+    def _grid(self) -> tuple:
+        if self._modes:
+            for run in self.runs:
+                run.track_modes()
+        return panels.DASHBOARD_MODES if self._modes else panels.DASHBOARD
+
     def _new_figure(self):
-        self._model = View(self._views(), self._title(), self._layout_name, self._revision)
+        grid = self._grid()  # first: it starts the runs' mode tracking, which their views then show
+        self._model = View(self._views(), self._title(), self._layout_name, self._revision, grid)
         fig = self._model.figure
         if self.backend == "static":
             return fig
@@ -183,7 +197,8 @@ class Lab:
 
     def _rebuild_figure(self) -> None:
         """Same FigureWidget (one per dashboard: its JS ships once), new traces and layout."""
-        self._model = View(self._views(), self._title(), self._layout_name, self._revision)
+        grid = self._grid()
+        self._model = View(self._views(), self._title(), self._layout_name, self._revision, grid)
         fresh = self._model.figure
         if self.backend == "static":
             self.figure = fresh
@@ -217,6 +232,23 @@ class Lab:
         self._arrange()
         self._update_counters()
 
+    @property
+    def modes(self) -> bool:
+        """Whether the figure shows the per-mode decay in place of the prediction; setting it redraws."""
+        return self._modes
+
+    @modes.setter
+    def modes(self, on: bool) -> None:
+        if not isinstance(on, bool):
+            raise ValueError(f"modes must be True or False, got {on!r}")
+        if on != self._modes:
+            self._modes = on
+            self._rebuild_figure()
+            self._drawn_key = None
+            self._draw(full=True)
+        with self.controls.quiet():
+            self.controls.modes.value = on
+
     def _wire(self) -> None:
         c = self.controls
         c.run.on_click(lambda _: self._guard(self.toggle))
@@ -225,6 +257,7 @@ class Lab:
         c.export.on_click(lambda _: self._guard(self.export))
         c.demo.on_click(lambda _: self._guard(self.demo))
         c.observe(c.presenting, lambda value: self._guard(setattr, self, "layout", LAYOUTS[int(bool(value))]))
+        c.observe(c.modes, lambda value: self._guard(setattr, self, "modes", bool(value)))
         for name, widget in c.live.items():
             c.observe(widget, lambda value, name=name: self._guard(self._live_changed, name, value))
         for name, widget in c.reset.items():

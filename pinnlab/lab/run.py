@@ -23,6 +23,7 @@ import numpy as np
 from pinnlab import ntk
 from pinnlab.history import Snapshot
 from pinnlab.lab import cache
+from pinnlab.lab.decay import ModeDecay
 from pinnlab.lab.state import LabState, build
 from pinnlab.lab.threads import one_blas_thread
 from pinnlab.panels import RunView
@@ -44,6 +45,7 @@ class Keyframe:
     rel_l2: float
     weights: np.ndarray
     spectra: dict[str, np.ndarray] | None = None
+    modes: np.ndarray | None = None  # |c_k| of the shown modes (pinnlab.lab.decay), while they are tracked
 
 
 class Curves:
@@ -125,6 +127,9 @@ class LiveRun:
         self._drift = jax.jit(lambda p: jnp.linalg.norm(jax.flatten_util.ravel_pytree(p)[0] - flat0)
                               / jnp.linalg.norm(flat0))
         self._step = t.step
+        self.decay: ModeDecay | None = None  # built when the modes panel is first shown (track_modes)
+        # the first step from which the GD prediction of the modes no longer holds (a rule or lr-scale change)
+        self.gd_until: int | None = None if state.rule == "none" and state.lr_scale == 1.0 else 0
         self.keyframe(spectra=True)  # step 0: the faint reference spectra and the untrained prediction
 
     # -- training ---------------------------------------------------------------------------------
@@ -203,6 +208,8 @@ class LiveRun:
         """
         t = self.trainer
         self._checkpoint = t.state  # jax arrays are immutable: keeping the state costs no copy
+        if self.gd_until is None and (state.rule != "none" or state.lr_scale != 1.0):
+            self.gd_until = self._step
         t.set_rule(state.rule)
         t.update_every, t.ntk_every, t.lr_scale, t.refresh_until = (state.update_every, state.ntk_every,
                                                                     state.lr_scale, budget)
@@ -220,7 +227,8 @@ class LiveRun:
         t.history.add_eval(self._step, err, float(self._drift(t.state.params)))
         eig = self._spectra() if spectra and np.isfinite(err) else None
         self._bound_records()
-        frame = Keyframe(self._step, pred, err, np.asarray(t.state.weights, np.float64), eig)
+        coeffs = self.decay.coefficients(t.state.params) if self.decay is not None and np.isfinite(err) else None
+        frame = Keyframe(self._step, pred, err, np.asarray(t.state.weights, np.float64), eig, coeffs)
         if self.keyframes and self.keyframes[-1].step == frame.step:
             self.keyframes[-1] = frame
         else:
@@ -249,6 +257,16 @@ class LiveRun:
         for group in self.trainer.history.thin_records(MAX_RECORDS):
             self.records_thinned[group] *= 2
 
+    def track_modes(self) -> None:
+        """Start recording the per-mode coefficients at every keyframe (:mod:`pinnlab.lab.decay`): the
+        basis once, then one residual evaluation per keyframe. Step 0's coefficients come from the
+        initial parameters; keyframes between step 0 and now have none."""
+        if self.decay is None:
+            self.decay = ModeDecay(self.trainer)
+            self.keyframes[0].modes = self.decay.c0
+            if self.keyframes[-1].step == self._step and len(self.keyframes) > 1:
+                self.keyframes[-1].modes = self.decay.coefficients(self.trainer.state.params)
+
     def spectra_at(self, index: int) -> Keyframe | None:
         """The newest keyframe with spectra at or before ``index``."""
         for frame in reversed(self.keyframes[: index + 1]):
@@ -269,7 +287,10 @@ class LiveRun:
                        rel_l2=np.asarray([k.rel_l2 for k in self.keyframes]), prediction=frame.prediction,
                        spectra=None if with_spectra is None else with_spectra.spectra,
                        spectra0=self.keyframes[0].spectra,
-                       weights_now=None if with_spectra is None else with_spectra.weights, label=label, dash=dash)
+                       weights_now=None if with_spectra is None else with_spectra.weights, label=label, dash=dash,
+                       modes=None if self.decay is None else self.decay.view(
+                           [k.step for k in self.keyframes[: i + 1]], [k.modes for k in self.keyframes[: i + 1]],
+                           self.gd_until))
 
     def _curves_now(self) -> tuple[np.ndarray, np.ndarray]:
         """The curves plus a row at the current step with the weights and traces in force now, so a

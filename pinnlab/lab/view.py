@@ -35,22 +35,24 @@ class View:
       title: the figure's title (the problem and settings).
       layout: ``"notebook"`` or ``"presentation"`` (sizes and fonts, see :data:`SIZES`).
       revision: changes on every reset, so plotly keeps a user's zoom only within one build.
+      grid: the panels, row by row (:data:`pinnlab.panels.DASHBOARD` or ``DASHBOARD_MODES``).
     """
 
-    def __init__(self, views: list[RunView], title: str, layout: str = "notebook", revision: int = 0):
+    def __init__(self, views: list[RunView], title: str, layout: str = "notebook", revision: int = 0,
+                 grid: tuple = panels.DASHBOARD):
         self.title, self.layout, self.revision = title, layout, revision
         self.two_d = views[0].two_d
-        self.cells = self._cells(len(views))
+        self.cells = self._cells(len(views), grid)
         self.index: dict[tuple, int] = {}
         self._sent: dict[tuple[int, str], object] = {}  # the data last sent per (trace, property)
         self._figure = self._build(views)
 
-    def _cells(self, runs: int) -> list[tuple[Panel, tuple[int, ...]]]:
+    def _cells(self, runs: int, grid: tuple) -> list[tuple[Panel, tuple[int, ...]]]:
         """(panel, runs drawn in it) per subplot, row by row."""
-        grid = [cell for row in panels.DASHBOARD for cell in row]
-        cells = [(panel, tuple(range(runs))) for panel in grid]
+        cells = [(panel, tuple(range(runs))) for row in grid for panel in row]
         if self.two_d and runs > 1:  # heat maps cannot overlay: one error map per run, no prediction map
-            cells[-2:] = [(panels.ERROR, (0,)), (panels.ERROR, (1,))]
+            cells[-2:] = ([(panels.ERROR, (0,)), (panels.ERROR, (1,))] if cells[-2][0] is panels.PREDICTION else
+                          [cells[-2], (panels.ERROR, (0,))])  # the modes view keeps its panel and A's error
         return cells
 
     @property
