@@ -143,8 +143,11 @@ class EnsembleResult:
 
     @property
     def rel_l2(self) -> np.ndarray:
-        """The last evaluated relative L2 error per member (NaN where none was evaluated)."""
-        return np.array([h.rel_l2[-1] if h.rel_l2 else np.nan for h in self.histories], np.float64)
+        """The last evaluated relative L2 error per member; NaN where none was evaluated and where the member
+        diverged (its last evaluation may be step 0's: a sweep must not count it as a result; the History
+        keeps it)."""
+        return np.array([h.rel_l2[-1] if h.rel_l2 and h.status != "diverged" else np.nan for h in self.histories],
+                        np.float64)
 
     @property
     def status(self) -> list[str]:
