@@ -403,6 +403,10 @@ def modes_cost(steps: dict, repeats: int) -> dict:
         out[preset] = {"steps_per_repeat": n, "off_steps_per_s": median(rates["off"]),
                        "on_steps_per_s": median(rates["on"]), "on_over_off": median(rates["on"]) / median(rates["off"]),
                        "keyframes_on": len(labs["on"].runs[0].keyframes), "all": rates}
+        m = labs["on"]._views()[0].modes  # what the panel showed at the end: |c_k| at step 0 and now
+        out[preset]["panel"] = {"modes": m["index"].tolist(), "eigenvalues": m["values"].tolist(),
+                                "step": int(m["steps"][-1]), "first": m["coeffs"][0].tolist(),
+                                "last": m["coeffs"][-1].tolist(), "note": m["note"]}
     return {**out, "target_ratio": 0.95}
 
 
