@@ -738,6 +738,19 @@ def test_the_kernel_solve_is_chosen_with_a_step_scale_and_shows_its_damping_live
     assert c.reset["lr"].value == preset("poisson").lr
 
 
+def test_the_kernel_solve_from_code_takes_its_step_scale_too():
+    # lab.reset(optimizer="lm") and Lab(optimizer="lm") kept sgd's lr 1e-5: a solve that crawled at rel. L2 2
+    assert Lab("poisson", optimizer="lm", **SMALL).state.lr == 1.0
+    assert Lab("poisson", optimizer="lm", lr=0.5, **SMALL).state.lr == 0.5  # a given lr is kept
+    lab = Lab("poisson", **SMALL)
+    lab.reset(optimizer="lm")
+    assert (lab.state.optimizer, lab.state.lr, lab.runs[0].trainer.config.lr) == ("lm", 1.0, 1.0)
+    lab.reset(optimizer="sgd")
+    assert lab.state.lr == preset("poisson").lr
+    lab.reset(optimizer="adam")  # not the recipe's optimiser, no preset of its own: the lr stays
+    assert lab.state.lr == preset("poisson").lr
+
+
 # -- the modes panel (pinnlab.lab.decay) ------------------------------------------------------------------
 def _independent_modes(run: LiveRun):
     """Eigenpairs of D^1/2 K_0 D^1/2 in float64 from an explicit Jacobian at the initial parameters, with

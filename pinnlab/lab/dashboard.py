@@ -27,14 +27,14 @@ from pathlib import Path
 import ipywidgets as w
 import numpy as np
 
-from pinnlab import optimizers, panels
+from pinnlab import panels
 from pinnlab.files import write_file
 from pinnlab.history import History
 from pinnlab.lab import cache, tasks
 from pinnlab.lab.controls import PRESENTATION_CLASS, Controls
 from pinnlab.lab.run import LiveRun
 from pinnlab.lab.scheduler import Outcome, Scheduler
-from pinnlab.lab.state import LIVE, PRESETS, LabState, preset, resolve
+from pinnlab.lab.state import LIVE, PRESETS, LabState, changed, optimizer_fields, preset, resolve
 from pinnlab.lab.view import DASHES, View
 from pinnlab.lab.widget import figure_widget  # first: it imports plotly's renderers without nbformat
 
@@ -86,7 +86,7 @@ class Lab:
             states = [LabState.from_string(part) for part in config.split("||")]
             if len(states) != 2:
                 raise ValueError("a compare config has exactly two states joined by ' || '")
-            states = [s.replace(**overrides) for s in states]
+            states = [changed(s, **overrides) for s in states]
             self._setup(states, ["A", "B"], backend, layout, modes)
         else:
             self._setup([resolve(config, **overrides)], [""], backend, layout, modes)
@@ -104,7 +104,7 @@ class Lab:
         base = resolve(config, **overrides)
         a = {"rule": "none"} if a is None else a
         b = {"rule": base.rule if base.rule != "none" else "ntk"} if b is None else b
-        states = [base.replace(**a), base.replace(**b)]
+        states = [changed(base, **a), changed(base, **b)]
         if states[0].problem != states[1].problem:
             raise ValueError("compared runs must solve the same problem (shared axes)")
         lab = cls.__new__(cls)
@@ -450,7 +450,7 @@ class Lab:
         A playing lab (Run) keeps playing on the new runs; callers of :meth:`arun` get ``"reset"``. If the
         build fails, the old runs stay.
         """
-        base = self.controls.read_reset(self._base).replace(**changes)
+        base = changed(self.controls.read_reset(self._base), **changes)
         self._reset_to(base)
 
     def export(self, directory: str | Path | None = None) -> Path:
@@ -727,10 +727,7 @@ class Lab:
                     widget.value = defaults[field]
             c.label_param(value)
         if name == "optimizer":  # the kernel solve takes a step scale of 1, not a learning rate
-            recipe = preset(c.reset["problem"].value)
-            lm = optimizers.PRESETS.get(value)
-            fields = (dict(lr=lm["lr"], decay=lm["decay_rate"]) if lm else
-                      dict(lr=recipe.lr, decay=recipe.decay) if value == recipe.optimizer else {})
+            fields = optimizer_fields(c.reset["problem"].value, value)
             with c.quiet():
                 for field, v in fields.items():
                     c.reset[field].value = v

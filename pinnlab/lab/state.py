@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from pinnlab import checks
 from pinnlab.nets import CONVENTIONS, NetConfig, convention
+from pinnlab.optimizers import PRESETS as OPTIMIZER_PRESETS
 from pinnlab.problems import ENTRIES, PROBLEMS, Problem, make_problem
 from pinnlab.training import OPTIMIZERS, TrainConfig
 from pinnlab.weighting import RULES
@@ -180,15 +181,34 @@ def preset(name: str) -> LabState:
     return LabState(**PRESETS[name][1])
 
 
+def optimizer_fields(problem: str, optimizer: str) -> dict:
+    """The ``lr`` and ``decay`` a switch to ``optimizer`` brings: its own (:data:`pinnlab.optimizers.PRESETS`:
+    the kernel solve's step scale 1, no decay), the problem recipe's for the recipe's optimiser, else none."""
+    own = OPTIMIZER_PRESETS.get(optimizer)
+    if own:
+        return dict(lr=own["lr"], decay=own["decay_rate"])
+    recipe = preset(problem)
+    return dict(lr=recipe.lr, decay=recipe.decay) if optimizer == recipe.optimizer else {}
+
+
+def changed(state: LabState, **changes) -> LabState:
+    """``state`` with ``changes``; a new optimiser without its own ``lr``/``decay`` in ``changes`` takes
+    :func:`optimizer_fields` (gradient descent's lr 1e-5 would make the kernel solve crawl)."""
+    if "optimizer" in changes and changes["optimizer"] != state.optimizer:
+        fields = optimizer_fields(changes.get("problem", state.problem), changes["optimizer"])
+        changes = {**{k: v for k, v in fields.items() if k not in changes}, **changes}
+    return state.replace(**changes) if changes else state
+
+
 def resolve(config: str | LabState = "poisson", **overrides) -> LabState:
-    """A preset name, a config string (``key=value&...``) or a state, with fields overridden."""
+    """A preset name, a config string (``key=value&...``) or a state, with fields overridden (:func:`changed`)."""
     if isinstance(config, LabState):
         state = config
     elif "=" in config:
         state = LabState.from_string(config)
     else:
         state = preset(config)
-    return state.replace(**overrides) if overrides else state
+    return changed(state, **overrides)
 
 
 # -- to the engine -------------------------------------------------------------------------------
