@@ -510,7 +510,7 @@ class Trainer:
         """Train for ``steps`` (default: the config's) and yield a snapshot after every chunk.
 
         Evaluations and spectra fall exactly on their requested steps. Stops early on divergence, and
-        when the kernel solve's damping reaches its cap (:meth:`_stalled`: the message says so).
+        when the kernel solve's damping reaches its cap (:meth:`stalled`: the message says so).
         """
         end = self.step + (self.config.steps if steps is None else steps)
         every = self.config.eval_every or max(self.config.chunk, self.config.chunk * round(
@@ -529,19 +529,20 @@ class Trainer:
                 self.history.finish(self.prediction(), self.seconds, "diverged", message)
                 yield snap
                 return
-            stalled = self._stalled()
+            stalled = self.stalled()
             if self.step % every == 0 or self.step == end or stalled:
                 self.evaluate(snap)
             if self.step in spectra_at:
                 self.spectra(snap)
             yield snap
             if stalled:
-                self.history.finish(self.prediction(), self.seconds, "completed", stalled)
+                message = f"stopped early at step {self.step} of {self.config.steps}: {stalled}"
+                self.history.finish(self.prediction(), self.seconds, "completed", message)
                 return
         self.history.finish(self.prediction(), self.seconds, "completed", "")
 
-    def _stalled(self) -> str:
-        """Why the kernel solve stops early ('' while it can move): its damping reached its cap.
+    def stalled(self) -> str:
+        """Why the kernel solve can move no further ('' while it can): its damping reached its cap.
 
         mu grows 2x, 4x, 8x... with each rejection in a row, so the cap means about ten rejected steps in a
         row down to steps a gradient step would dwarf: the loss is at the rounding level of the precision,
@@ -550,9 +551,9 @@ class Trainer:
         st = self.solver_state()
         if st is None or st["mu"] < gauss_newton.MU_MAX:
             return ""
-        return (f"stopped early at step {self.step} of {self.config.steps}: the kernel solve's damping reached its "
-                f"cap ({gauss_newton.MU_MAX:g} x Tr A / N; {st['rejected']} of {st['accepted'] + st['rejected']} "
-                f"steps rejected): the loss is at the rounding level of {np.dtype(self.dtype)}"
+        return (f"the kernel solve's damping reached its cap ({gauss_newton.MU_MAX:g} x Tr A / N; {st['rejected']} of "
+                f"{st['accepted'] + st['rejected']} steps rejected): the loss is at the rounding level of "
+                f"{np.dtype(self.dtype)}"
                 + ("" if self.dtype == np.float64 else " (float64: jax x64, --x64 in the CLI, goes further)"))
 
     def run(self, steps: int | None = None) -> History:

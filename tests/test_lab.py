@@ -751,6 +751,21 @@ def test_the_kernel_solve_from_code_takes_its_step_scale_too():
     assert lab.state.lr == preset("poisson").lr
 
 
+def test_a_stalled_kernel_solve_pauses_the_lab_and_says_why():
+    # float32 Poisson: the solve reaches rounding within a few hundred steps; then every step is a rejected solve
+    lab = Lab("poisson", optimizer="lm", budget=0, width=100)
+
+    async def main():
+        lab.play()
+        await until(lambda: not lab.running, timeout=120)
+
+    asyncio.run(main())
+    assert lab.scheduler.last.reason == "stalled" and lab.step < 5000
+    assert lab.runs[0].trainer.solver_state()["mu"] == 1e10
+    assert "damping reached its cap" in lab.status and "float32" in lab.status
+    assert lab.runs[0].keyframes[-1].rel_l2 < 1e-4
+
+
 # -- the modes panel (pinnlab.lab.decay) ------------------------------------------------------------------
 def _independent_modes(run: LiveRun):
     """Eigenpairs of D^1/2 K_0 D^1/2 in float64 from an explicit Jacobian at the initial parameters, with

@@ -503,6 +503,11 @@ class Lab:
             with contextlib.suppress(Exception):
                 self._settle()
 
+    def stalled(self) -> str | None:
+        """The scheduler's stop when every run's kernel solve is stuck at rounding (gradient runs never are)."""
+        why = [run.trainer.stalled() for run in self.runs]
+        return f"paused at step {self.step:,}: {why[0]}" if all(why) else None
+
     def train_round(self, limit: int | None) -> str | None:
         """One chunk of every run (at most ``limit`` steps), then a keyframe if due, then maybe a better
         chunk length. Returns the divergence message if a run's loss became non-finite."""

@@ -23,7 +23,8 @@ class Outcome:
     """Why training stopped, at which step.
 
     ``reason``: ``"done"`` (the caller's step count was reached), ``"paused"``, ``"budget"`` (the
-    step budget was reached and the lab paused there), ``"diverged"``, ``"reset"`` (the runs were rebuilt),
+    step budget was reached and the lab paused there), ``"diverged"``, ``"stalled"`` (the kernel solve can
+    move no further: :meth:`pinnlab.training.Trainer.stalled`), ``"reset"`` (the runs were rebuilt),
     ``"stopped"`` (cancelled by another lab or ``lab.run``) or ``"error"``.
     """
 
@@ -40,6 +41,9 @@ class Host(Protocol):
 
     def train_round(self, limit: int | None) -> str | None:
         """One chunk of every run (at most ``limit`` steps); a message if a run diverged."""
+
+    def stalled(self) -> str | None:
+        """Why no run can move any more (every step a rejected kernel solve), else None."""
 
     def frame_due(self) -> bool: ...
 
@@ -141,6 +145,9 @@ class Scheduler:
                 self._release(lambda target: self.host.step >= target, Outcome("done", self.host.step))
                 if diverged is not None:
                     outcome = Outcome("diverged", self.host.step, diverged)
+                    break
+                if (stalled := self.host.stalled()) is not None:
+                    outcome = Outcome("stalled", self.host.step, stalled)
                     break
                 if self.host.frame_due():
                     self.host.draw()
