@@ -142,9 +142,9 @@ def test_a_truncated_matrix_free_solve_is_judged_by_its_own_gain_ratio(wave_case
         dense = gauss_newton.step(net.apply, problem.terms, params, _state(1e-3), points, jnp.asarray(WEIGHTS), 1.0)
         loss = lambda q: float(training.total_loss(net.apply, problem, q, points, jnp.asarray(WEIGHTS))[0])  # noqa: E731
         before, after = loss(params), loss(p)
+        far = max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(p), jax.tree.leaves(dense[0])))
     assert 0 < float(state.rho) and int(state.accepted) == 1
     assert after < before
-    far = max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(p), jax.tree.leaves(dense[0])))
     assert far > 1e-6  # truncated: it is not the exact step
 
 
