@@ -181,25 +181,23 @@ class Lab:
     def _views(self, index: int | None = None) -> list:
         return [run.view(index, run.label, DASHES[r]) for r, run in enumerate(self.runs)]
 
-    def _grid(self) -> tuple:
+    def _new_model(self):
+        """A fresh :class:`View` of the runs (the modes view starts their mode tracking first, so that their
+        views carry it); returns its figure."""
         if self._modes:
             for run in self.runs:
                 run.track_modes()
-        return panels.DASHBOARD_MODES if self._modes else panels.DASHBOARD
+        grid = panels.DASHBOARD_MODES if self._modes else panels.DASHBOARD
+        self._model = View(self._views(), self._title(), self._layout_name, self._revision, grid)
+        return self._model.figure
 
     def _new_figure(self):
-        grid = self._grid()  # first: it starts the runs' mode tracking, which their views then show
-        self._model = View(self._views(), self._title(), self._layout_name, self._revision, grid)
-        fig = self._model.figure
-        if self.backend == "static":
-            return fig
-        return figure_widget(fig)
+        fig = self._new_model()
+        return fig if self.backend == "static" else figure_widget(fig)
 
     def _rebuild_figure(self) -> None:
         """Same FigureWidget (one per dashboard: its JS ships once), new traces and layout."""
-        grid = self._grid()
-        self._model = View(self._views(), self._title(), self._layout_name, self._revision, grid)
-        fresh = self._model.figure
+        fresh = self._new_model()
         if self.backend == "static":
             self.figure = fresh
             return
