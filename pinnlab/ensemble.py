@@ -62,7 +62,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from pinnlab import divergence, weighting
+from pinnlab import divergence, driver, weighting
 from pinnlab.divergence import Guarded
 from pinnlab.history import History, Snapshot
 from pinnlab.nets import Net, NetConfig, make_net
@@ -404,17 +404,24 @@ class Ensemble:
 
     def snapshots(self, steps: int | None = None) -> Iterator[EnsembleSnapshot]:
         """Train for ``steps`` (default: the config's), yielding after every chunk; evaluations fall on
-        the steps a lone ``Trainer`` would evaluate at. Stops early once every member has diverged."""
-        chunk = self.config.chunk
-        end = self.step + (self.config.steps if steps is None else steps)
-        every = self.config.eval_every or max(chunk, chunk * round((end - self.step) / 50 / chunk))
-        if self.step == 0 and not any(self._evals):
-            self.evaluate()
-        while self.step < end and (self.diverged < 0).any():
-            snap = self.advance(min(end, self.step + chunk, (self.step // every + 1) * every) - self.step)
-            if self.step % every == 0 or self.step == end:
-                self.evaluate(snap)
-            yield snap
+        the steps a lone ``Trainer`` evaluates at (one host loop: :func:`pinnlab.driver.drive`). Stops
+        early once every member has diverged."""
+        return driver.drive(self, steps)
+
+    # the driver's hooks
+    def started(self) -> bool:
+        return any(self._evals)
+
+    def halt(self, snap: EnsembleSnapshot) -> driver.Halt | None:
+        if (self.diverged < 0).any():
+            return None
+        return driver.Halt("diverged", "every member diverged", evaluate=False)
+
+    def spectra(self, snap=None):
+        raise AssertionError("an ensemble records no spectra (_check refuses spectra_at)")
+
+    def finish(self, halt: driver.Halt | None) -> None:
+        pass  # the members' Histories are built by result()
 
     def run(self, steps: int | None = None) -> EnsembleResult:
         """Train to the end; the per-member histories and final errors."""

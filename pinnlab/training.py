@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pinnlab import checks, divergence, gauss_newton, ntk, optimizers, residuals, weighting
+from pinnlab import checks, divergence, driver, gauss_newton, ntk, optimizers, residuals, weighting
 from pinnlab.checks import MAX_STEPS
 from pinnlab.history import History, Snapshot
 from pinnlab.nets import NetConfig, make_net
@@ -507,39 +507,29 @@ class Trainer:
 
     # -- the run ------------------------------------------------------------------------------
     def snapshots(self, steps: int | None = None) -> Iterator[Snapshot]:
-        """Train for ``steps`` (default: the config's) and yield a snapshot after every chunk.
-
-        Evaluations and spectra fall exactly on their requested steps. Stops early on divergence, and
-        when the kernel solve's damping reaches its cap (:meth:`stalled`: the message says so).
+        """Train for ``steps`` (default: the config's) and yield a snapshot after every chunk
+        (:func:`pinnlab.driver.drive`: evaluations and spectra fall exactly on their requested steps).
+        Stops early on divergence, and when the kernel solve's damping reaches its cap (:meth:`stalled`:
+        the message says so). The History is finished before the last snapshot is yielded.
         """
-        end = self.step + (self.config.steps if steps is None else steps)
-        every = self.config.eval_every or max(self.config.chunk, self.config.chunk * round(
-            (end - self.step) / 50 / self.config.chunk))
-        spectra_at = sorted(s for s in set(self.config.spectra_at) if self.step <= s <= end)
-        if self.step == 0 and not self.history.eval_step:
-            self.evaluate()
-            if spectra_at and spectra_at[0] == 0:
-                self.spectra()
-        while self.step < end:
-            stops = [end, self.step + self.config.chunk, (self.step // every + 1) * every]
-            stops += [s for s in spectra_at if s > self.step]
-            snap = self.advance(min(stops) - self.step)
-            if snap.diverged is not None:
-                message = divergence_message(snap.diverged, self.step)
-                self.history.finish(self.prediction(), self.seconds, "diverged", message)
-                yield snap
-                return
-            stalled = self.stalled()
-            if self.step % every == 0 or self.step == end or stalled:
-                self.evaluate(snap)
-            if self.step in spectra_at:
-                self.spectra(snap)
-            yield snap
-            if stalled:
-                message = f"stopped early at step {self.step} of {self.config.steps}: {stalled}"
-                self.history.finish(self.prediction(), self.seconds, "completed", message)
-                return
-        self.history.finish(self.prediction(), self.seconds, "completed", "")
+        return driver.drive(self, steps)
+
+    # the driver's hooks
+    def started(self) -> bool:
+        return bool(self.history.eval_step)
+
+    def halt(self, snap: Snapshot) -> driver.Halt | None:
+        if snap.diverged is not None:
+            return driver.Halt("diverged", divergence_message(snap.diverged, self.step), evaluate=False)
+        stalled = self.stalled()
+        if stalled:
+            return driver.Halt("completed", f"stopped early at step {self.step} of {self.config.steps}: {stalled}",
+                               evaluate=True)
+        return None
+
+    def finish(self, halt: driver.Halt | None) -> None:
+        status, message = ("completed", "") if halt is None else halt[:2]
+        self.history.finish(self.prediction(), self.seconds, status, message)
 
     def stalled(self) -> str:
         """Why the kernel solve can move no further ('' while it can): its damping reached its cap.
