@@ -6,8 +6,11 @@ skips its XLA compiles. Only jax is imported, so the core stays free of the Jupy
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib.util
 import os
+import platform
 from pathlib import Path
 
 
@@ -15,6 +18,24 @@ def directory() -> Path:
     """pinnlab's user cache directory."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "pinnlab"
+
+
+def host_tag() -> str:
+    """A short tag of this machine's CPU (architecture and instruction-set flags).
+
+    Why: JAX 0.10's CPU cache keys do not include the host's instruction set. A home directory shared
+    by machines of different CPUs (a cluster's nodes, a laptop and a workstation) would load code
+    compiled for another CPU: XLA then logs one "could lead to execution errors such as SIGILL" line
+    per compiled function, and an instruction this CPU lacks would crash the process.
+    """
+    flags = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):  # x86, arm
+                flags = line.split(":", 1)[1]
+                break
+    ident = f"{platform.machine()}|{platform.processor()}|{' '.join(sorted(flags.split()))}"
+    return hashlib.sha256(ident.encode()).hexdigest()[:12]
 
 
 def enable_compilation_cache() -> None:
@@ -29,7 +50,7 @@ def enable_compilation_cache() -> None:
         import jax
         from jax.experimental.compilation_cache import compilation_cache
 
-        path = directory() / "jax"
+        path = directory() / "jax" / host_tag()
         path.mkdir(parents=True, exist_ok=True)
         if jax.config.jax_compilation_cache_dir == str(path):
             return

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from pinnlab import cli, make_problem, ntk_weights_at_init
+from pinnlab.cache import host_tag
 from pinnlab.history import History
 from pinnlab.training import Trainer
 
@@ -102,8 +103,18 @@ def test_report_is_self_contained(run_dir):
 def test_compilation_cache_under_user_cache_dir(run_dir, cache_home):
     import jax
 
-    assert jax.config.jax_compilation_cache_dir == os.path.join(str(cache_home), "pinnlab", "jax")
-    assert (cache_home / "pinnlab" / "jax").is_dir()
+    # one directory per CPU type: a shared home directory never loads code compiled for another CPU
+    assert jax.config.jax_compilation_cache_dir == os.path.join(str(cache_home), "pinnlab", "jax", host_tag())
+    assert (cache_home / "pinnlab" / "jax" / host_tag()).is_dir()
+
+
+def test_the_cache_tag_changes_with_the_cpu(monkeypatch):
+    import platform
+
+    tag = host_tag()
+    assert tag == host_tag() and len(tag) == 12
+    monkeypatch.setattr(platform, "machine", lambda: "another-cpu")
+    assert host_tag() != tag
 
 
 def test_report_subcommand_rebuilds(run_dir, tmp_path):
