@@ -129,6 +129,7 @@ class RunView:
     label: str = ""
     dash: str = "solid"
     modes: dict | None = None  # per-mode decay (pinnlab.lab.decay.ModeDecay.view), when tracked
+    eigenmode: object | None = None  # a clicked eigenvector (pinnlab.lab.eigenmode.Eigenmode), when shown
 
     @classmethod
     def from_history(cls, h, label: str = "", dash: str = "solid") -> RunView:
@@ -297,6 +298,44 @@ def mode_decay(view: RunView) -> list[dict]:
     return out
 
 
+MODE_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x")
+
+
+def _learn_text(steps: float | None) -> str:
+    if steps is None:
+        return ""
+    return ", GD: ∞ steps to learn" if not np.isfinite(steps) else f", GD: ~{steps:.2g} steps to learn"
+
+
+def eigenmode(view: RunView) -> list[dict]:
+    """The clicked eigenvector over the probe points (scaled to a largest value of 1): a line per term in 1D,
+    points coloured by value over (t, x) in 2D. One trace per term, empty where the mode has no rows."""
+    mode = view.eigenmode
+    out = []
+    for j, term in enumerate(view.terms):
+        x = np.zeros((0, len(view.coords)), np.float32) if mode is None else mode.points[j]
+        v = np.zeros(0, np.float32) if mode is None else mode.vectors[j]
+        name = block_label(term, view.coords)
+        if mode is not None and len(v):
+            lam = f"λ = {mode.value:.3g}" + (_learn_text(mode.steps_to_learn) if mode.block != "K" else "")
+            name = f"mode {mode.rank} of {'K' if mode.block == 'K' else 'λ·' + block_name(mode.block)} on " \
+                   f"{term} points ({lam})"
+        hover = f"v %{{y:.3g}} at {view.coords[0]} %{{x:.3g}}<extra>{name}</extra>"
+        if not view.two_d:
+            order = np.argsort(x[:, 0], kind="stable")
+            out.append(_line(view, f"vec:{term}", x[order, 0], v[order], name, view.color(term),
+                             # a boundary's points sit at a few places: a line between them would mean nothing
+                             mode="lines+markers" if len(np.unique(x[:, 0])) > 2 else "markers", marker=dict(size=6),
+                             legendgroup=f"term-{term}", showlegend=bool(len(v)), hovertemplate=hover))
+            continue
+        out.append(dict(type="scatter", mode="markers", key=f"vec:{term}", x=x[:, 0], y=x[:, 1],
+                        name=view.name(name), showlegend=bool(len(v)), legendgroup=f"term-{term}",
+                        marker=dict(color=v, colorscale="RdBu_r", cmin=-1, cmax=1, size=7,
+                                    symbol=MODE_SYMBOLS[j % len(MODE_SYMBOLS)], line=dict(width=0.5, color="#444")),
+                        hovertemplate=f"v %{{marker.color:.3g}} at (%{{x:.3g}}, %{{y:.3g}})<extra>{name}</extra>"))
+    return out
+
+
 def _step_axes(title: str) -> Callable[[RunView], tuple[dict, dict]]:
     return lambda view: (STEP_AXIS, dict(LOG_AXIS, title=title))
 
@@ -314,6 +353,9 @@ PREDICTION = Panel("prediction û vs exact u", prediction, _field_axes("u"), per
 ERROR = Panel("error û − u", error, _field_axes("û − u"), per_step=False)
 MODES = Panel("residual on K̃₀'s modes |c_k| (dashed: GD linearised)", mode_decay, _step_axes("|c_k|"),
               per_step=False)
+EIGENMODE = Panel("eigenvector of the clicked eigenvalue (click it again to hide)", eigenmode,
+                  lambda v: (dict(title=v.coords[0]), dict(LINEAR_AXIS, title=v.coords[1] if v.two_d else "v_k")),
+                  per_step=False)
 # The dashboard's grid, row by row: adding a panel is one function above and one name here.
 DASHBOARD = ((LOSSES, WEIGHTS, SHARES), (SPECTRA, PREDICTION, ERROR))
 # The lab's "modes" view: the per-mode decay in place of the prediction (the error panel keeps the fit).

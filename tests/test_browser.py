@@ -125,6 +125,13 @@ def jupyter(tmp_path_factory):
         log.close()
 
 
+# The page position of point ``i`` of the first trace whose name starts with ``name`` (plotly's own axes).
+POINT_JS = f"""([name, i]) => {{ const gd = document.querySelector('{OUTPUT} .js-plotly-plot');
+  const t = gd.data.find(d => (d.name || '').startsWith(name)), L = gd._fullLayout, r = gd.getBoundingClientRect();
+  const ax = L['xaxis' + t.xaxis.slice(1)], ay = L['yaxis' + t.yaxis.slice(1)];
+  return [r.left + ax._offset + ax.c2p(t.x[i]), r.top + ay._offset + ay.c2p(t.y[i])]; }}"""
+
+
 def _step(page) -> int:
     """The step shown by the dashboard's counter (the first one in ``page``, a page or a cell's locator)."""
     text = page.locator(f"{OUTPUT} .widget-html:has-text('steps/s')").first.inner_text()
@@ -248,6 +255,11 @@ def test_dashboard_trains_live_in_jupyterlab(page, jupyter):
     SCREENSHOT.parent.mkdir(exist_ok=True)
     dashboard.screenshot(path=str(SCREENSHOT))
     assert SCREENSHOT.stat().st_size > 20_000
+    # a click on the third eigenvalue of lambda K_rr draws its eigenvector in place of the prediction
+    page.mouse.click(*page.evaluate(POINT_JS, ["λ·K_rr", 2]))
+    _until(lambda: "Click it again to hide" in " ".join(_texts(page)), 30, f"the eigenvector ({_texts(page)})")
+    legend = page.eval_on_selector_all(f"{OUTPUT} .legendtext", "els => els.map(e => e.textContent)")
+    assert any(t.startswith("mode 3 of λ·K_rr") and "steps to learn" in t for t in legend), legend
     assert not [e for e in errors if "pinnlab" in e or "plotly" in e.lower()], errors
     print(f"browser: Run -> first counter update {first_frame:.1f} s")
 

@@ -834,3 +834,66 @@ def test_the_modes_toggle_swaps_the_prediction_panel_and_back():
     assert "prediction û" in names() and not lab.controls.modes.value
     with pytest.raises(ValueError, match="modes"):
         Lab("poisson", modes="yes", **SMALL)
+
+
+# -- a clicked eigenvalue's eigenvector (pinnlab.lab.eigenmode) --------------------------------------------
+def _click(lab: Lab, key: str, rank: int) -> None:
+    """What plotly's front end sends when eigenvalue ``rank`` of trace ``key`` is clicked: every listening
+    trace is called, only the clicked one with points."""
+    from plotly.callbacks import InputDeviceState, Points
+
+    clicked = trace(lab, key)
+    for i, t in enumerate(lab.figure.data):
+        inds = [int(np.flatnonzero(clicked.x == rank)[0])] if t is clicked else []
+        t._dispatch_on_click(Points(inds, [float(rank)] * len(inds), [], t.name, i), InputDeviceState())
+
+
+def test_a_clicked_block_eigenvalue_draws_its_eigenvector_with_its_steps_to_learn():
+    from tests.conftest import explicit_jacobian
+
+    lab = Lab("poisson", **SMALL)
+    lab.run(300)
+    _click(lab, "eig-w:r", 3)
+    assert lab.shown_mode == ("r", 3) and lab.error is None
+    t = lab.trainer
+    jac = explicit_jacobian(t.apply, t.state.params, t.problem.terms, t.probe).astype(np.float64)
+    n_u, n_r = (len(x) for x in t.probe)
+    values, vectors = np.linalg.eigh((jac @ jac.T)[n_u:, n_u:])  # K_rr, float64, from the Jacobian
+    lam, v = values[-3], vectors[:, -3]
+    w_r, s_r = float(t.state.weights[1]), t.problem.terms[1].scale
+    drawn = trace(lab, "vec:r")
+    order = np.argsort(np.asarray(t.probe[1])[:, 0], kind="stable")
+    got = np.asarray(drawn.y, np.float64)
+    want = v[order] / v[np.argmax(np.abs(v))]  # scaled to a largest entry of +1, as drawn
+    assert np.max(np.abs(got - want)) < 2e-3
+    np.testing.assert_allclose(np.asarray(drawn.x), np.asarray(t.probe[1])[order, 0], rtol=1e-6)
+    assert len(trace(lab, "vec:u").y) == 0  # the residual block's mode has no boundary rows
+    m = lab.runs[0].eigenmode
+    np.testing.assert_allclose(m.value, w_r * lam, rtol=1e-3)  # the eigenvalue the spectra panel shows
+    steps = 1.0 / (t.config.lr * 2 * w_r * s_r / n_r * lam)  # GD: 1 / (eta lambda_k(K-tilde_rr))
+    np.testing.assert_allclose(m.steps_to_learn, steps, rtol=1e-3)
+    assert f"{steps:.2g}" in drawn.name and f"{steps:.2g}" in lab.controls.caption.value
+    _click(lab, "eig-w:r", 3)  # again: hidden, the prediction is back
+    assert lab.shown_mode is None and trace(lab, "pred") is not None and lab.controls.caption.value == ""
+
+
+def test_the_whole_kernel_mode_spans_every_term_and_reset_hides_it():
+    lab = Lab("poisson", **SMALL)
+    lab.show_mode("K", 1)
+    assert len(trace(lab, "vec:u").y) + len(trace(lab, "vec:r").y) == sum(len(x) for x in lab.trainer.probe)
+    assert max(np.max(np.abs(trace(lab, "vec:u").y)), np.max(np.abs(trace(lab, "vec:r").y))) == 1.0
+    with pytest.raises(ValueError, match="mode rank"):
+        lab.show_mode("u", 10_000)
+    with pytest.raises(ValueError, match="unknown block"):
+        lab.show_mode("q", 1)
+    assert lab.shown_mode == ("K", 1)  # a bad request changes nothing
+    lab.reset()
+    assert lab.shown_mode is None and trace(lab, "pred") is not None
+
+
+def test_a_2d_mode_colours_the_probe_points_and_a_compare_shows_a():
+    lab = Lab.compare("wave", width=16, n_b=30, n_r=30, n_ntk=20)
+    lab.show_mode("ut", 2)
+    drawn = trace(lab, "vec:ut")
+    assert len(drawn.x) == 20 and np.max(np.abs(drawn.marker.color)) == 1.0
+    assert not [k for (_, r, k) in lab._model.index if r == 1 and k.startswith("vec:")]  # A's points only

@@ -30,7 +30,7 @@ import numpy as np
 from pinnlab import panels
 from pinnlab.files import write_file
 from pinnlab.history import History
-from pinnlab.lab import cache, tasks
+from pinnlab.lab import cache, eigenmode, tasks
 from pinnlab.lab.controls import PRESENTATION_CLASS, Controls
 from pinnlab.lab.run import LiveRun
 from pinnlab.lab.scheduler import Outcome, Scheduler
@@ -77,7 +77,8 @@ class Lab:
     Display it as the last expression of a cell. ``play()``/``pause()`` train in the background and
     stop at the step budget; ``run(steps)`` and ``await arun(steps)`` train to a step count; ``demo()``
     plays the paper's failure and fix; ``set(...)`` changes controls, ``reset(...)`` rebuilds,
-    ``export()`` saves the run.
+    ``export()`` saves the run. Clicking an eigenvalue in the spectra panel (or ``show_mode(block, k)``)
+    draws its eigenvector over the probe points with its steps to learn.
     """
 
     def __init__(self, config: str | LabState = "poisson", *, backend: str = "widget", layout: str = "notebook",
@@ -141,7 +142,7 @@ class Lab:
             self._loop = None
         self._thread = threading.get_ident()
         self.controls = Controls(len(states))
-        self._modes = modes
+        self._modes, self._mode_choice = modes, None
         self.runs = self._build_runs(states)
         self._apply_budget()
         self.figure = self._new_figure()
@@ -188,12 +189,32 @@ class Lab:
             for run in self.runs:
                 run.track_modes()
         grid = panels.DASHBOARD_MODES if self._modes else panels.DASHBOARD
+        if self._mode_choice is not None:  # a clicked eigenvector takes the middle of the second row
+            grid = (grid[0], (grid[1][0], panels.EIGENMODE, grid[1][2]))
         self._model = View(self._views(), self._title(), self._layout_name, self._revision, grid)
         return self._model.figure
 
     def _new_figure(self):
         fig = self._new_model()
-        return fig if self.backend == "static" else figure_widget(fig)
+        if self.backend == "static":
+            return fig
+        widget = figure_widget(fig)
+        self._listen_to_spectra(widget)
+        return widget
+
+    def _listen_to_spectra(self, widget) -> None:
+        """Clicking an eigenvalue of a block (or of K) in the spectra panel shows its eigenvector."""
+        for (_, run, key), index in self._model.index.items():
+            if run == 0 and (key.startswith("eig-w:") or key == "eig:K"):
+                block = eigenmode.WHOLE if key == "eig:K" else key.split(":", 1)[1]
+                widget.data[index].on_click(
+                    lambda trace, points, state, block=block: self._guard(self._spectrum_clicked, block, points))
+
+    def _spectrum_clicked(self, block: str, points) -> None:
+        if not points.point_inds:  # plotly calls every listening trace; only the clicked one has points
+            return
+        rank = int(round(float(points.xs[0])))
+        self.show_mode(None if self._mode_choice == (block, rank) else block, rank)
 
     def _rebuild_figure(self) -> None:
         """Same FigureWidget (one per dashboard: its JS ships once), new traces and layout."""
@@ -205,6 +226,7 @@ class Lab:
             self.figure.data = []
             self.figure.layout = fresh.layout
             self.figure.add_traces(list(fresh.data))
+        self._listen_to_spectra(self.figure)
 
     def _arrange(self) -> None:
         """Put the widgets in the current layout (notebook or presentation)."""
@@ -246,6 +268,42 @@ class Lab:
             self._draw(full=True)
         with self.controls.quiet():
             self.controls.modes.value = on
+
+    def show_mode(self, block: str | None, rank: int = 1) -> None:
+        """Draw eigenvector ``rank`` (1: the largest eigenvalue) of ``block`` over the probe points, in place
+        of the prediction (the modes panel in the modes view); ``block``: a term name (``"u"``, ``"r"``,
+        ``"ut"``: the block lambda_i K_ii of the spectra panel) or ``"K"``; ``None`` hides it. Clicking an
+        eigenvalue in the spectra panel does the same; clicking it again hides it. Computed at the current
+        step with the current weights (:mod:`pinnlab.lab.eigenmode`); a reset hides it.
+        """
+        if block is None:
+            if self._mode_choice is None:
+                return
+            self._mode_choice = None
+            for run in self.runs:
+                run.eigenmode = None
+        else:
+            found = [eigenmode.eigenmode(run.trainer, block, rank) for run in self.runs]  # may raise: nothing changed
+            for run, mode in zip(self.runs, found):
+                run.eigenmode = mode
+            self._mode_choice = (block, int(rank))
+        self._rebuild_figure()
+        self._drawn_key = None
+        self._draw(full=True)
+        self._caption("" if block is None else html.escape(self._mode_caption(self.runs[0].eigenmode)))
+
+    def _mode_caption(self, m: eigenmode.Eigenmode) -> str:
+        coords = self.runs[0].problem.coords
+        what = "K" if m.block == eigenmode.WHOLE else f"λ·{panels.block_label(m.block, coords)}"
+        learn = "" if m.steps_to_learn is None else (f"; gradient descent at lr {m.lr:g} needs ~{m.steps_to_learn:.2g}"
+                                                     " steps to learn it")
+        return f"mode {m.rank} of {m.count} of {what} at step {m.step:,}: eigenvalue {m.value:.3g}{learn}. " \
+               "Click it again to hide."
+
+    @property
+    def shown_mode(self) -> tuple[str, int] | None:
+        """``(block, rank)`` of the eigenvector on show (:meth:`show_mode`), or None."""
+        return self._mode_choice
 
     def _wire(self) -> None:
         c = self.controls
@@ -774,6 +832,7 @@ class Lab:
         self.runs, self._base, self._revision = runs, base, self._revision + 1
         self._apply_budget()
         self._replay, self._drawn_key, self._keyframe_cost, self._demo = None, None, None, None
+        self._mode_choice = None  # the new runs have no eigenvector computed
         with self.controls.quiet():
             self.controls.replay.max, self.controls.replay.value = 0, 0
         self._caption("")

@@ -24,6 +24,7 @@ from pinnlab import ntk
 from pinnlab.history import Snapshot
 from pinnlab.lab import cache
 from pinnlab.lab.decay import ModeDecay
+from pinnlab.lab.eigenmode import Eigenmode
 from pinnlab.lab.state import LabState, build
 from pinnlab.lab.threads import one_blas_thread
 from pinnlab.panels import RunView
@@ -128,6 +129,7 @@ class LiveRun:
                               / jnp.linalg.norm(flat0))
         self._step = t.step
         self.decay: ModeDecay | None = None  # built when the modes panel is first shown (track_modes)
+        self.eigenmode: Eigenmode | None = None  # the clicked eigenvector on show (Lab.show_mode)
         # the first step from which the GD prediction of the modes no longer holds (a rule or lr-scale change)
         self.gd_until: int | None = None if state.rule == "none" and state.lr_scale == 1.0 else 0
         self.keyframe(spectra=True)  # step 0: the faint reference spectra and the untrained prediction
@@ -290,7 +292,7 @@ class LiveRun:
                        weights_now=None if with_spectra is None else with_spectra.weights, label=label, dash=dash,
                        modes=None if self.decay is None else self.decay.view(
                            [k.step for k in self.keyframes[: i + 1]], [k.modes for k in self.keyframes[: i + 1]],
-                           self.gd_until))
+                           self.gd_until), eigenmode=self.eigenmode)
 
     def _curves_now(self) -> tuple[np.ndarray, np.ndarray]:
         """The curves plus a row at the current step with the weights and traces in force now, so a

@@ -51,8 +51,10 @@ class View:
         """(panel, runs drawn in it) per subplot, row by row."""
         cells = [(panel, tuple(range(runs))) for row in grid for panel in row]
         if self.two_d and runs > 1:  # heat maps cannot overlay: one error map per run, no prediction map
-            cells[-2:] = ([(panels.ERROR, (0,)), (panels.ERROR, (1,))] if cells[-2][0] is panels.PREDICTION else
-                          [cells[-2], (panels.ERROR, (0,))])  # the modes view keeps its panel and A's error
+            middle = cells[-2][0]
+            cells[-2:] = ([(panels.ERROR, (0,)), (panels.ERROR, (1,))] if middle is panels.PREDICTION else
+                          [(middle, (0,) if middle is panels.EIGENMODE else cells[-2][1]), (panels.ERROR, (0,))])
+            # the modes view keeps its panel and A's error; a clicked eigenvector is A's (coloured points)
         return cells
 
     @property
