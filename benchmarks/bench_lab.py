@@ -25,6 +25,8 @@ JSON object with
   whatever the setting (:mod:`pinnlab.lab.threads`). Target: >= 20 frames/s for the default lab.
 * ``modes``: steps/s of the default Poisson and wave labs trained by ``Lab.run`` with the modes panel
   (:mod:`pinnlab.lab.decay`) off and on, alternated in one process; target: on >= 0.95 x off.
+* ``linear``: the same for the linearised twin (:mod:`pinnlab.lab.linear`) in the default Poisson lab (the
+  wave resamples its points: no twin), and the twin's error and distance to the real network at the end.
 * ``first_cell`` (``--only first_cell``; also written to ``benchmarks/results_first_cell_cpu.json``):
   seconds from sending ``import pinnlab; lab = pinnlab.Lab("poisson"); lab`` to a fresh ipykernel
   (``jupyter_client``) until its result with the dashboard's widget view arrives, medians of
@@ -382,15 +384,16 @@ def summarise_first_cell(results: list[dict]) -> dict:
     return out
 
 
-# -- the modes panel's cost -----------------------------------------------------------------------------------
-def modes_cost(steps: dict, repeats: int) -> dict:
+# -- the cost of a view option (the modes panel, the linearised twin) ------------------------------------------
+def option_cost(option: str, steps: dict, repeats: int) -> dict:
     """Steps/s of the default labs trained in the foreground (``Lab.run``: chunks, keyframes with spectra,
-    frames) with the modes panel off and on, alternated in this process; medians and their ratio."""
+    frames) with the view option ``option`` (``modes``, ``linear``) off and on, alternated in this process;
+    medians and their ratio, and what the option showed at the end."""
     from pinnlab.lab import Lab
 
     out = {}
     for preset, n in steps.items():
-        labs = {"off": Lab(preset, backend="static"), "on": Lab(preset, backend="static", modes=True)}
+        labs = {"off": Lab(preset, backend="static"), "on": Lab(preset, backend="static", **{option: True})}
         for lab in labs.values():
             lab.set(budget=0)
             lab.run(n // 10)  # compile (or load) the chunk first
@@ -402,12 +405,29 @@ def modes_cost(steps: dict, repeats: int) -> dict:
                 rates[name].append((lab.step - s0) / (time.perf_counter() - t0))
         out[preset] = {"steps_per_repeat": n, "off_steps_per_s": median(rates["off"]),
                        "on_steps_per_s": median(rates["on"]), "on_over_off": median(rates["on"]) / median(rates["off"]),
-                       "keyframes_on": len(labs["on"].runs[0].keyframes), "all": rates}
-        m = labs["on"]._views()[0].modes  # what the panel showed at the end: |c_k| at step 0 and now
-        out[preset]["panel"] = {"modes": m["index"].tolist(), "eigenvalues": m["values"].tolist(),
-                                "step": int(m["steps"][-1]), "first": m["coeffs"][0].tolist(),
-                                "last": m["coeffs"][-1].tolist(), "note": m["note"]}
-    return {**out, "target_ratio": 0.95}
+                       "keyframes_on": len(labs["on"].runs[0].keyframes), "all": rates,
+                       "panel": SHOWN[option](labs["on"])}
+    return out
+
+
+def _modes_shown(lab) -> dict:
+    m = lab._views()[0].modes  # |c_k| at step 0 and now
+    return {"modes": m["index"].tolist(), "eigenvalues": m["values"].tolist(), "step": int(m["steps"][-1]),
+            "first": m["coeffs"][0].tolist(), "last": m["coeffs"][-1].tolist(), "note": m["note"]}
+
+
+def _linear_shown(lab) -> dict:
+    run = lab.runs[0]
+    v = lab._views()[0].linear
+    real = run.keyframes[-1].prediction.astype(np.float64)
+    if run.twin.note:
+        return {"note": run.twin.note}
+    twin = run.twin.prediction().astype(np.float64)
+    return {"step": run.step, "rel_l2_real": run.keyframes[-1].rel_l2, "rel_l2_linear": float(v["rel_l2"][-1]),
+            "distance_real_to_linear": float(np.linalg.norm(real - twin) / np.linalg.norm(real))}
+
+
+SHOWN = {"modes": _modes_shown, "linear": _linear_shown}
 
 
 # -- main ---------------------------------------------------------------------------------------------------
@@ -451,7 +471,7 @@ def main() -> None:
     parser.add_argument("--kernels", type=int, default=3, help="fresh kernels per first_cell variant")
     parser.add_argument("--first-cell-out", default=str(HERE.parent / "results_first_cell_cpu.json"),
                         help="where first_cell's result is also written")
-    parts = ["first_frame", "throughput", "wave_rss", "ntk_frame", "first_cell", "modes"]
+    parts = ["first_frame", "throughput", "wave_rss", "ntk_frame", "first_cell", "modes", "linear"]
     parser.add_argument("--only", nargs="*", default=parts, choices=parts, help="parts to run")
     parser.add_argument("--child", choices=["first-frame", "wave-rss", "ntk-frame"], help=argparse.SUPPRESS)
     parser.add_argument("--case", choices=NTK_CASES, help=argparse.SUPPRESS)
@@ -488,7 +508,10 @@ def main() -> None:
             out["ntk_frame"] = ntk_frames(cache_home, args.ntk_cases, args.blas_threads, args.ntk_repeats,
                                           args.ntk_paper_repeats)
         if "modes" in args.only:
-            out["modes"] = modes_cost({"poisson": args.steps, "wave": max(500, args.steps // 15)}, args.repeats)
+            out["modes"] = {**option_cost("modes", {"poisson": args.steps, "wave": max(500, args.steps // 15)},
+                                          args.repeats), "target_ratio": 0.95}
+        if "linear" in args.only:  # off by default, and about a second step: no target, the cost is the fact
+            out["linear"] = option_cost("linear", {"poisson": args.steps}, args.repeats)
     if "first_cell" in args.only:  # its own caches: one warmed, one empty per cold kernel
         out["first_cell"] = first_cell(args.kernels)
         Path(args.first_cell_out).write_text(json.dumps(out["first_cell"], indent=1) + "\n")

@@ -130,6 +130,7 @@ class RunView:
     dash: str = "solid"
     modes: dict | None = None  # per-mode decay (pinnlab.lab.decay.ModeDecay.view), when tracked
     eigenmode: object | None = None  # a clicked eigenvector (pinnlab.lab.eigenmode.Eigenmode), when shown
+    linear: dict | None = None  # the linearised twin (pinnlab.lab.run.LiveRun._linear_view), while it trains
 
     @classmethod
     def from_history(cls, h, label: str = "", dash: str = "solid") -> RunView:
@@ -195,6 +196,11 @@ def losses(view: RunView) -> list[dict]:
     out = _per_term(view, view.losses, "loss", "L", legend=not view.label or view.dash == "solid")
     out.append(_line(view, "rel_l2", view.eval_steps, view.rel_l2, "relative L2 error", NEUTRAL, width=1.5,
                      mode="lines+markers", marker=dict(size=4), legendgroup="rel_l2"))
+    lin = view.linear or {}
+    has = len(lin.get("steps", ())) > 0
+    out.append(_line(view, "rel_l2-lin", lin["steps"] if has else [], lin["rel_l2"] if has else [],
+                     "relative L2 error, linearised network", NEUTRAL, width=1.5, dash="dot", mode="lines+markers",
+                     marker=dict(size=4, symbol="diamond"), legendgroup="linear", showlegend=has))
     return out
 
 
@@ -245,8 +251,13 @@ def prediction(view: RunView) -> list[dict]:
     pred = np.full_like(view.exact, np.nan) if view.prediction is None else view.prediction
     if not view.two_d:
         x = view.grid[:, 0]
+        lin = (view.linear or {}).get("prediction")
         return [_line(view, "exact", x, view.exact, "exact u", EXACT_COLOR, width=3, dash="solid"),
-                _line(view, "pred", x, pred, "prediction û", PREDICTION_COLOR)]
+                _line(view, "pred", x, pred, "prediction û", PREDICTION_COLOR),
+                # the linearised network beside the real one (pinnlab.lab.linear): same colour, dotted
+                _line(view, "lin", x if lin is not None else [], lin if lin is not None else [],
+                      "linearised network f_lin", PREDICTION_COLOR, dash="dot", legendgroup="linear",
+                      showlegend=lin is not None)]
     t, xs = view.axes2d()
     return [dict(type="heatmap", key="pred", x=t, y=xs, z=view.grid2d(pred), coloraxis="coloraxis",
                  name=view.name("prediction û")),

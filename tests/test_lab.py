@@ -897,3 +897,70 @@ def test_a_2d_mode_colours_the_probe_points_and_a_compare_shows_a():
     drawn = trace(lab, "vec:ut")
     assert len(drawn.x) == 20 and np.max(np.abs(drawn.marker.color)) == 1.0
     assert not [k for (_, r, k) in lab._model.index if r == 1 and k.startswith("vec:")]  # A's points only
+
+
+# -- the linearised network beside the real one (pinnlab.lab.linear) ---------------------------------------
+def _linear_reference(run: LiveRun, steps: int) -> np.ndarray:
+    """f_lin on the grid after ``steps`` steps of gradient descent, in float64 from explicit Jacobians at
+    theta_0: delta <- delta - lr J^T D_t (r_0 + J delta), D_t from the weights the real run recorded at step t."""
+    from jax.flatten_util import ravel_pytree
+
+    from tests.conftest import explicit_jacobian
+
+    t = run.trainer
+    flat0, unravel = ravel_pytree(t.params0)
+    jac = explicit_jacobian(t.apply, t.params0, t.problem.terms, t.data).astype(np.float64)
+    grid = np.asarray(t.problem.grid)
+    jac_grid = np.asarray(jax.jacfwd(lambda th: t.apply(unravel(th), grid))(flat0), np.float64)
+    r0 = np.concatenate([np.asarray(term.residuals(t.apply, t.params0, x), np.float64)
+                         for term, x in zip(t.problem.terms, t.data)])
+    f0 = np.asarray(t.apply(t.params0, grid), np.float64)
+    weights = t.history.curve("weights").astype(np.float64)
+    sizes = [len(x) for x in t.data]
+    scales = [term.scale for term in t.problem.terms]
+    delta = np.zeros(len(flat0))
+    for step in range(steps):
+        d = np.concatenate([np.full(n, 2 * w * s / n) for n, w, s in zip(sizes, weights[step], scales)])
+        delta -= t.config.lr * jac.T @ (d * (r0 + jac @ delta))
+    return f0 + jac_grid @ delta, f0
+
+
+def test_the_linearised_twin_is_gradient_descent_on_the_linearised_loss_through_a_rule_switch():
+    lab = Lab("poisson", backend="static", linear=True, **SMALL)
+    lab.run(300)
+    lab.set(rule="ntk")  # the twin takes the run's weights step by step
+    lab.run(300)
+    run = lab.runs[0]
+    assert run.twin.step == lab.step and not run.twin.note
+    want, f0 = _linear_reference(run, lab.step)
+    got = run.twin.prediction().astype(np.float64)
+    moved = np.max(np.abs(want - f0))
+    assert moved > 1e-3 and np.max(np.abs(got - want)) < 2e-3 * moved
+    view = lab._views()[0].linear
+    assert view["steps"][0] == 0 and view["steps"][-1] == lab.step
+    exact = run.exact.astype(np.float64)
+    np.testing.assert_allclose(view["rel_l2"][-1], np.linalg.norm(got - exact) / np.linalg.norm(exact), rtol=1e-5)
+    assert "linearised network f_lin" in {t.name for t in lab.figure.data}
+
+
+def test_a_twin_switched_on_mid_run_replays_to_the_same_state():
+    ahead = Lab("poisson", backend="static", linear=True, **SMALL)
+    ahead.run(600)
+    late = Lab("poisson", backend="static", **SMALL)
+    late.run(600)
+    assert late.runs[0].twin is None and lab_run.LiveRun is type(late.runs[0])
+    late.linear = True
+    np.testing.assert_allclose(late.runs[0].twin.prediction(), ahead.runs[0].twin.prediction(), rtol=1e-5, atol=1e-6)
+    late.controls.linear.value = False
+    assert late.runs[0].twin is None and not late.linear
+
+
+def test_the_twin_says_why_it_cannot_follow_a_run():
+    wave = Lab("wave", backend="static", width=16, n_b=30, n_r=30, n_ntk=20)
+    wave.linear = True
+    assert "new training points every step" in wave.controls.caption.value
+    solve = Lab("poisson", backend="static", optimizer="lm", **SMALL)
+    solve.linear = True
+    assert "kernel solve" in solve.controls.caption.value
+    with pytest.raises(ValueError, match="linear"):
+        Lab("poisson", linear=1, **SMALL)

@@ -116,6 +116,10 @@ class Controls:
                                     tooltip="per-mode decay: the residual on K̃'s eigenvectors at step 0, with "
                                             "gradient descent's linearised prediction (in place of the prediction)",
                                     layout=w.Layout(width="100px"))
+        self.linear = w.ToggleButton(description="linearised", icon="ruler", value=False,
+                                     tooltip="train the linearised network f(θ₀) + J(θ₀)(θ − θ₀) beside this one "
+                                             "(same points, optimiser and weights): dotted",
+                                     layout=w.Layout(width="110px"))
         self.counter = w.HTML(layout=w.Layout(min_width="380px"))
         self.status = w.HTML()
         self.error = w.HTML()
@@ -196,7 +200,7 @@ class Controls:
         return w.VBox([title, *boxes])
 
     def footer(self) -> w.Widget:
-        return w.VBox([w.HBox([self.replay, self.replay_label, self.export, self.modes, self.presenting,
+        return w.VBox([w.HBox([self.replay, self.replay_label, self.export, self.modes, self.linear, self.presenting,
                                self.exported], layout=w.Layout(align_items="center", flex_flow="row wrap")),
                        self.config])
 

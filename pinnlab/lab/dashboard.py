@@ -72,6 +72,9 @@ class Lab:
         the figure, the rest folded away, inside 1280 x 720); the "presentation" toggle switches live.
       modes: show the per-mode decay (:mod:`pinnlab.lab.decay`) in place of the prediction; the "modes"
         toggle switches live. Off by default: it adds a residual evaluation to every keyframe.
+      linear: train the linearised network beside each run (:mod:`pinnlab.lab.linear`), its prediction
+        dotted over the real one's (1D) and its error in the loss panel; the "linearised" toggle switches
+        live. Off by default: it about doubles the cost of a step.
       **overrides: any :class:`~pinnlab.lab.state.LabState` field, e.g. ``width=50, rule="ntk"``.
 
     Display it as the last expression of a cell. ``play()``/``pause()`` train in the background and
@@ -82,20 +85,20 @@ class Lab:
     """
 
     def __init__(self, config: str | LabState = "poisson", *, backend: str = "widget", layout: str = "notebook",
-                 modes: bool = False, **overrides):
+                 modes: bool = False, linear: bool = False, **overrides):
         if isinstance(config, str) and "||" in config:
             states = [LabState.from_string(part) for part in config.split("||")]
             if len(states) != 2:
                 raise ValueError("a compare config has exactly two states joined by ' || '")
             states = [changed(s, **overrides) for s in states]
-            self._setup(states, ["A", "B"], backend, layout, modes)
+            self._setup(states, ["A", "B"], backend, layout, modes, linear)
         else:
-            self._setup([resolve(config, **overrides)], [""], backend, layout, modes)
+            self._setup([resolve(config, **overrides)], [""], backend, layout, modes, linear)
 
     @classmethod
     def compare(cls, config: str | LabState = "poisson", a: dict | None = None, b: dict | None = None, *,
                 labels: tuple[str, str] = ("A", "B"), backend: str = "widget", layout: str = "notebook",
-                modes: bool = False, **overrides) -> Lab:
+                modes: bool = False, linear: bool = False, **overrides) -> Lab:
         """Two runs of one problem side by side on shared axes, from the same seed and initial parameters.
 
         ``a`` and ``b`` override fields of ``config`` per run; by default A trains unweighted and B with
@@ -109,13 +112,15 @@ class Lab:
         if states[0].problem != states[1].problem:
             raise ValueError("compared runs must solve the same problem (shared axes)")
         lab = cls.__new__(cls)
-        lab._setup(states, list(labels), backend, layout, modes)
+        lab._setup(states, list(labels), backend, layout, modes, linear)
         return lab
 
     # -- construction ----------------------------------------------------------------------------------
-    def _setup(self, states: list[LabState], labels: list[str], backend: str, layout: str, modes: bool) -> None:
-        if not isinstance(modes, bool):
-            raise ValueError(f"modes must be True or False, got {modes!r}")
+    def _setup(self, states: list[LabState], labels: list[str], backend: str, layout: str, modes: bool,
+               linear: bool) -> None:
+        for name, value in (("modes", modes), ("linear", linear)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be True or False, got {value!r}")
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         if layout not in LAYOUTS:
@@ -142,7 +147,7 @@ class Lab:
             self._loop = None
         self._thread = threading.get_ident()
         self.controls = Controls(len(states))
-        self._modes, self._mode_choice = modes, None
+        self._modes, self._linear, self._mode_choice = modes, linear, None
         self.runs = self._build_runs(states)
         self._apply_budget()
         self.figure = self._new_figure()
@@ -151,7 +156,7 @@ class Lab:
         self.widget.add_class("pinnlab-lab")
         self._arrange()
         with self.controls.quiet():
-            self.controls.modes.value = modes
+            self.controls.modes.value, self.controls.linear.value = modes, linear
         self._wire()
         self.controls.write(self.states)
         self._show_config()
@@ -185,9 +190,11 @@ class Lab:
     def _new_model(self):
         """A fresh :class:`View` of the runs (the modes view starts their mode tracking first, so that their
         views carry it); returns its figure."""
-        if self._modes:
-            for run in self.runs:
+        for run in self.runs:
+            if self._modes:
                 run.track_modes()
+            if self._linear:
+                run.track_linear()
         grid = panels.DASHBOARD_MODES if self._modes else panels.DASHBOARD
         if self._mode_choice is not None:  # a clicked eigenvector takes the middle of the second row
             grid = (grid[0], (grid[1][0], panels.EIGENMODE, grid[1][2]))
@@ -259,15 +266,35 @@ class Lab:
 
     @modes.setter
     def modes(self, on: bool) -> None:
+        self._switch("modes", on)
+
+    @property
+    def linear(self) -> bool:
+        """Whether the linearised network trains beside each run (:mod:`pinnlab.lab.linear`; 1D problems draw
+        its prediction dotted, every problem its error in the loss panel); setting it redraws."""
+        return self._linear
+
+    @linear.setter
+    def linear(self, on: bool) -> None:
+        if on is False:  # dropped before the redraw, which then draws no twin
+            for run in self.runs:
+                run.track_linear(False)
+        self._switch("linear", on)
+        if on:
+            notes = {run.twin.note for run in self.runs if run.twin is not None and run.twin.note}
+            self._caption(html.escape("; ".join(sorted(notes))))
+
+    def _switch(self, name: str, on: bool) -> None:
+        """Turn a view option (``modes``, ``linear``) on or off: a rebuilt figure, and its toggle set to match."""
         if not isinstance(on, bool):
-            raise ValueError(f"modes must be True or False, got {on!r}")
-        if on != self._modes:
-            self._modes = on
+            raise ValueError(f"{name} must be True or False, got {on!r}")
+        if on != getattr(self, f"_{name}"):
+            setattr(self, f"_{name}", on)
             self._rebuild_figure()
             self._drawn_key = None
             self._draw(full=True)
         with self.controls.quiet():
-            self.controls.modes.value = on
+            getattr(self.controls, name).value = on
 
     def show_mode(self, block: str | None, rank: int = 1) -> None:
         """Draw eigenvector ``rank`` (1: the largest eigenvalue) of ``block`` over the probe points, in place
@@ -314,6 +341,7 @@ class Lab:
         c.demo.on_click(lambda _: self._guard(self.demo))
         c.observe(c.presenting, lambda value: self._guard(setattr, self, "layout", LAYOUTS[int(bool(value))]))
         c.observe(c.modes, lambda value: self._guard(setattr, self, "modes", bool(value)))
+        c.observe(c.linear, lambda value: self._guard(setattr, self, "linear", bool(value)))
         for name, widget in c.live.items():
             c.observe(widget, lambda value, name=name: self._guard(self._live_changed, name, value))
         for name, widget in c.reset.items():

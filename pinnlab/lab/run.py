@@ -25,6 +25,7 @@ from pinnlab.history import Snapshot
 from pinnlab.lab import cache
 from pinnlab.lab.decay import ModeDecay
 from pinnlab.lab.eigenmode import Eigenmode
+from pinnlab.lab.linear import LinearTwin
 from pinnlab.lab.state import LabState, build
 from pinnlab.lab.threads import one_blas_thread
 from pinnlab.panels import RunView
@@ -47,6 +48,7 @@ class Keyframe:
     weights: np.ndarray
     spectra: dict[str, np.ndarray] | None = None
     modes: np.ndarray | None = None  # |c_k| of the shown modes (pinnlab.lab.decay), while they are tracked
+    linear: np.ndarray | None = None  # the linearised twin's prediction (pinnlab.lab.linear), while it trains
 
 
 class Curves:
@@ -130,6 +132,8 @@ class LiveRun:
         self._step = t.step
         self.decay: ModeDecay | None = None  # built when the modes panel is first shown (track_modes)
         self.eigenmode: Eigenmode | None = None  # the clicked eigenvector on show (Lab.show_mode)
+        self.twin: LinearTwin | None = None  # the linearised network beside this one (track_linear)
+        self._scales = [(0, state.lr_scale)]  # (step, lr scale from then on): the twin's replay needs them
         # the first step from which the GD prediction of the modes no longer holds (a rule or lr-scale change)
         self.gd_until: int | None = None if state.rule == "none" and state.lr_scale == 1.0 else 0
         self.keyframe(spectra=True)  # step 0: the faint reference spectra and the untrained prediction
@@ -147,8 +151,9 @@ class LiveRun:
     def advance(self, limit: int | None = None) -> Snapshot:
         """One chunk (at most ``limit`` steps); the curves and timing are updated, the History kept within
         :data:`HISTORY_ROWS`."""
-        t0 = time.perf_counter()
+        t0, scale = time.perf_counter(), self.trainer.lr_scale
         snap = self.trainer.advance(self.chunk if limit is None else max(1, min(self.chunk, int(limit))))
+        self._advance_twin(snap, scale)
         if self.compiled:
             self.chunk_seconds.append(time.perf_counter() - t0)
         self.compiled = True
@@ -161,6 +166,38 @@ class LiveRun:
         self.curves.extend(snap)
         self._bound_history(len(snap.steps))
         return snap
+
+    def _advance_twin(self, snap: Snapshot, scale: float) -> None:
+        if self.twin is None or self.twin.note:
+            return
+        if snap.diverged is not None:
+            self.twin.stop(f"the linearised twin stopped where the run diverged (step {snap.diverged})")
+        else:
+            self.twin.advance(snap.weights, scale)
+
+    def track_linear(self, on: bool = True) -> None:
+        """Train the linearised network beside this one (:mod:`pinnlab.lab.linear`), or stop it. Switched
+        on after step 0 it first replays the recorded steps: their weights, and the lr scales in force."""
+        if not on:
+            self.twin = None
+            return
+        if self.twin is not None:
+            return
+        twin = LinearTwin(self.trainer)
+        if not twin.note and self._step:
+            h = self.trainer.history
+            steps, weights = h.curve("steps"), h.curve("weights")
+            if self.thinned > 1 or len(steps) != self._step or self.diverged_at is not None:
+                twin.stop("no linearised twin: the per-step record it would replay is thinned or rewound")
+            else:
+                starts = np.asarray([s for s, _ in self._scales])
+                scales = np.asarray([v for _, v in self._scales])[np.searchsorted(starts, steps, side="right") - 1]
+                for a in range(0, len(steps), self.chunk):  # the live chunk's length: one compile for both
+                    twin.advance(weights[a: a + self.chunk], scales[a: a + self.chunk])
+        self.twin = twin
+        if self.keyframes and not twin.note:
+            self.keyframes[-1].linear = twin.prediction() if self.keyframes[-1].step == self._step else None
+            self.keyframes[0].linear = self.keyframes[0].prediction  # f_lin(theta_0) = f(theta_0)
 
     def _restore_checkpoint(self) -> None:
         """After a divergence, go back to the state before the last live-control change when there was
@@ -213,6 +250,8 @@ class LiveRun:
         if self.gd_until is None and (state.rule != "none" or state.lr_scale != 1.0):
             self.gd_until = self._step
         t.set_rule(state.rule)
+        if state.lr_scale != t.lr_scale:
+            self._scales.append((self._step, state.lr_scale))
         t.update_every, t.ntk_every, t.lr_scale, t.refresh_until = (state.update_every, state.ntk_every,
                                                                     state.lr_scale, budget)
         self.state = state
@@ -230,7 +269,8 @@ class LiveRun:
         eig = self._spectra() if spectra and np.isfinite(err) else None
         self._bound_records()
         coeffs = self.decay.coefficients(t.state.params) if self.decay is not None and np.isfinite(err) else None
-        frame = Keyframe(self._step, pred, err, np.asarray(t.state.weights, np.float64), eig, coeffs)
+        linear = self.twin.prediction() if self.twin is not None and not self.twin.note else None
+        frame = Keyframe(self._step, pred, err, np.asarray(t.state.weights, np.float64), eig, coeffs, linear)
         if self.keyframes and self.keyframes[-1].step == frame.step:
             self.keyframes[-1] = frame
         else:
@@ -292,7 +332,17 @@ class LiveRun:
                        weights_now=None if with_spectra is None else with_spectra.weights, label=label, dash=dash,
                        modes=None if self.decay is None else self.decay.view(
                            [k.step for k in self.keyframes[: i + 1]], [k.modes for k in self.keyframes[: i + 1]],
-                           self.gd_until), eigenmode=self.eigenmode)
+                           self.gd_until), eigenmode=self.eigenmode, linear=self._linear_view(i))
+
+    def _linear_view(self, index: int) -> dict | None:
+        """The twin's prediction at keyframe ``index`` and its relative L2 error at every keyframe it has."""
+        if self.twin is None:
+            return None
+        frames = [k for k in self.keyframes[: index + 1] if k.linear is not None]
+        norm = float(np.linalg.norm(self.exact))
+        errors = [float(np.linalg.norm(k.linear.astype(np.float64) - self.exact) / norm) for k in frames]
+        return {"prediction": self.keyframes[index].linear, "steps": np.asarray([k.step for k in frames]),
+                "rel_l2": np.asarray(errors), "note": self.twin.note}
 
     def _curves_now(self) -> tuple[np.ndarray, np.ndarray]:
         """The curves plus a row at the current step with the weights and traces in force now, so a
