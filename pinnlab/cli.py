@@ -273,13 +273,19 @@ def build_parser() -> argparse.ArgumentParser:
     from pinnlab.paper import SCALES
     from pinnlab.reproduce import FIGURE_NAMES
 
-    repro = sub.add_parser("reproduce", help="reproduce a figure of the paper (or all) as HTML + JSON",
-                           description="Run the paper preset behind a figure and write OUT/figN.html (self-contained "
-                                       "plotly page) and OUT/figN.json (the numbers, the command and the machine). "
-                                       "Figures 6-8 come from one pair of wave runs, which runs once for all three.",
+    repro = sub.add_parser("reproduce", help="reproduce a figure of the paper or a lesson (or all) as HTML + JSON",
+                           description="Run the preset behind a figure and write OUT/NAME.html (self-contained "
+                                       "plotly page) and OUT/NAME.json (the numbers, the command and the machine). "
+                                       "Figures 6-8 come from one pair of wave runs, which runs once for all three.\n\n"
+                                       "The lessons' figures are included:\n"
+                                       "  linearized      the linearised network vs the real one as the width grows\n"
+                                       "  infinite-width  the empirical NTK vs its infinite-width limit\n"
+                                       "  stability       Fig. 5 as a map over learning rate and lambda_b, with the "
+                                       "bound 2 / lambda_max(K-tilde)",
                            formatter_class=formatter)
     repro.add_argument("figure", nargs="+", choices=[*FIGURE_NAMES, "all"],
-                       help="one or more figures (fig6 fig7 fig8 share one pair of runs), or all")
+                       help="one or more figures (fig6 fig7 fig8 share one pair of runs) or lessons "
+                            "(linearized, infinite-width, stability), or all")
     repro.add_argument("--scale", choices=SCALES, default="cpu",
                        help="smoke: seconds (tests); cpu: about 10 minutes per figure on a 2-core laptop; "
                             "full: the paper's exact setup (a GPU helps). Default: cpu")

@@ -1,4 +1,5 @@
-"""``pinnlab reproduce``: run the paper presets and write each figure as HTML plus its numbers as JSON."""
+"""``pinnlab reproduce``: run the paper presets and the lessons' presets and write each figure as HTML plus
+its numbers as JSON."""
 
 from __future__ import annotations
 
@@ -6,27 +7,29 @@ import sys
 import time
 from pathlib import Path
 
-from pinnlab import paper
+from pinnlab import lessons, paper
 from pinnlab.files import to_json, write_file
 from pinnlab.provenance import machine
 
-FIGURE_NAMES = tuple(paper.FIGURES)
+# name -> (experiment, run(scale, progress)): the paper's figures, then the lessons' (pinnlab.lessons)
+REGISTRY = {**paper.FIGURES, **lessons.LESSONS}
+FIGURE_NAMES = tuple(REGISTRY)
 
 
 def experiments_for(figures: list[str]) -> dict[str, list[str]]:
     """Group requested figures by the experiment that produces them, so each experiment runs once."""
     groups: dict[str, list[str]] = {}
     for fig in figures:
-        groups.setdefault(paper.FIGURES[fig][0], []).append(fig)
+        groups.setdefault(REGISTRY[fig][0], []).append(fig)
     return groups
 
 
 def reproduce(figures: list[str], scale: str, out: Path, progress=None) -> dict[str, dict]:
-    """Run the experiments behind ``figures`` at ``scale``; write ``figN.html`` and ``figN.json`` in ``out``."""
+    """Run the experiments behind ``figures`` at ``scale``; write ``NAME.html`` and ``NAME.json`` in ``out``."""
     results = {}
     for _, figs in experiments_for(figures).items():
         t0 = time.perf_counter()
-        exp = paper.FIGURES[figs[0]][1](scale, progress)
+        exp = REGISTRY[figs[0]][1](scale, progress)
         seconds = time.perf_counter() - t0
         built = _figures(exp)
         for fig in figs:

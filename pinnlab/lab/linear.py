@@ -8,10 +8,11 @@ nonlinearity, which NTK theory says vanishes as the width grows (notebook 05, ``
 The twin's prediction on the problem's grid is ``f(theta_0) + J_grid (theta - theta_0)``, one JVP.
 
 Where it does not apply (a note says why): problems that resample their points every step (the
-linearisation is at fixed points) and the kernel solve (not an optax update). A twin switched on mid-run
-replays the run's recorded weights from step 0 first (seconds: the twin steps at about the real run's
-rate). After a divergence of the real run it stops (the rewind would
-leave it ahead).
+linearisation is at fixed points) and the kernel solve (not an optax update). A twin switched on
+mid-run first replays the run's recorded weights from step 0 (seconds: the twin steps at about the
+real run's rate). After a divergence of the real run it stops (the rewind would leave it ahead).
+
+Cost: about a second step per step (``benchmarks/bench_lab.py --only linear``), so it is off by default.
 """
 
 from __future__ import annotations
