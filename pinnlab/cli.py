@@ -677,7 +677,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         if label not in bars:
             for bar in bars.values():
                 bar.close()
-            print(f"{label}:", file=sys.stderr)
+            if not args.no_progress:
+                print(f"{label}:", file=sys.stderr)
             bars[label] = Progress(trainer.config.steps, trainer.problem.term_names, enabled=not args.no_progress)
         if len(snap.steps):
             bars[label].update(trainer.step, snap.losses[-1], snap.weights[-1])

@@ -28,7 +28,7 @@ import numpy as np
 
 from pinnlab import infinite_width, linearized, modes, nets, ntk, optimizers
 from pinnlab.ensemble import Ensemble
-from pinnlab.paper import POISSON, Progress, _check_scale, e3_sweep_runs
+from pinnlab.paper import POISSON, Progress, check_scale, e3_sweep_runs
 from pinnlab.problems import Problem, make_problem
 
 
@@ -134,7 +134,7 @@ def linearized_lesson(scale: str | None = None, seed: int = 0, progress: Progres
     """The linearised net vs the real one for each width of the scale; log-log slopes against width
     (the NTK theory: the kernel drift falls as width^-1/2, the predictions' distance faster)."""
     del progress  # each width's two runs are one compiled loop
-    scale = _check_scale(scale)
+    scale = check_scale(scale)
     s = LINEARIZED_SCALES[scale]
     problem = lesson_problem()
     rows = [linearized_run(problem, w, s["steps"], seed=seed) for w in s["widths"]]
@@ -181,7 +181,7 @@ def infinite_width_lesson(scale: str | None = None, progress: Progress | None = 
     the RMS over seeds falls as m^-1/2 (slope -1/2); a median of few seeds is noisier.
     """
     del progress  # nothing trains
-    scale = _check_scale(scale)
+    scale = check_scale(scale)
     s = INFINITE_SCALES[scale]
     problem = lesson_problem()
     points = [np.asarray(x, np.float64) for x in problem.sample(jax.random.key(0))]  # fixed points
@@ -267,7 +267,7 @@ def stability_lesson(scale: str | None = None, progress: Progress | None = None)
     Per learning rate the (lambda_b x seed) grid trains as one :class:`~pinnlab.ensemble.Ensemble`; every
     learning rate shares one compiled chunk (the rate is the live ``lr_scale`` on the paper's 1e-5).
     """
-    scale = _check_scale(scale)
+    scale = check_scale(scale)
     s = STABILITY_SCALES[scale]
     problem, net, config, members = e3_sweep_runs(s["lambdas"], s["seeds"], s["steps"])
     shape = (len(s["lambdas"]), s["seeds"])

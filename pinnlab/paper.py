@@ -52,7 +52,8 @@ def default_scale() -> str:
     return "smoke" if os.environ.get("PINNLAB_SMOKE") == "1" else "cpu"
 
 
-def _check_scale(scale: str | None) -> str:
+def check_scale(scale: str | None) -> str:
+    """``scale``, or the default (:func:`default_scale`) for None; an unknown one is a ValueError."""
     scale = default_scale() if scale is None else scale
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
@@ -89,7 +90,7 @@ def e1(depth: int = 1, scale: str | None = None, convention: str = "paper_code",
     """Fig. 2 (``depth=1``) or Fig. 3 (``depth=3``): relative change of the parameters and of the
     full 200 x 200 NTK over 10,000 GD steps for widths 10/100/500 on u = sin(pi x), and the spectrum
     of K at the first and last step for the widest net."""
-    scale = _check_scale(scale)
+    scale = check_scale(scale)
     s = E1_SCALES[scale]
     problem = make_problem("poisson", a=1.0)
     histories, numbers = {}, {"widths": list(s["widths"]), "steps": s["steps"], "depth": depth}
@@ -116,7 +117,7 @@ def e2(scale: str | None = None, a_values=(1.0, 2.0, 4.0), width: int = POISSON.
     At initialisation the NTK does not depend on the target, so with one seed the three initial
     spectra coincide; the a-dependence the paper describes appears after training.
     """
-    scale = _check_scale(scale)
+    scale = check_scale(scale)
     steps = E2_SCALES[scale]
     histories, numbers = {}, {"steps": steps, "width": width}
     for a in a_values:
@@ -142,7 +143,7 @@ def e3(scale: str | None = None, width: int = POISSON.width, convention: str = "
        progress: Progress | None = None) -> Experiment:
     """Fig. 4: the PINN without weights, with Algorithm 1's weights fixed from the NTK at
     initialisation (as the paper computes them), and with the paper's rounded lambda_b = 100."""
-    scale = _check_scale(scale)
+    scale = check_scale(scale)
     steps = E3_STEPS[scale]
     problem = make_problem("poisson", a=4.0)
     net = _poisson_net(problem, width, 1, convention)
@@ -191,7 +192,7 @@ def e3_sweep(scale: str | None = None, width: int = POISSON.width, convention: s
     uses seed ``seed + t``; each run equals a lone ``Trainer`` run with that seed to float32 rounding.
     ``progress(label, ensemble, snapshot)`` gets the first run's snapshot after every chunk.
     """
-    scale = _check_scale(scale)
+    scale = check_scale(scale)
     s = E3_SWEEP_SCALES[scale]
     mesh = make_mesh() if mesh is None else mesh
     problem, net, config, members = e3_sweep_runs(s["lambdas"], s["trials"], s["steps"], width, convention, seed)
@@ -219,7 +220,7 @@ def e4(scale: str | None = None, convention: str = "paper_code", seed: int = 0, 
        progress: Progress | None = None, **overrides) -> Experiment:
     """Figs. 6-8: the wave equation u_tt = 4 u_xx trained with Adam (1e-3, x0.9 per 1000 steps),
     without weights and with Algorithm 1 refreshed every ``update_every`` steps (code: 100)."""
-    scale = _check_scale(scale)
+    scale = check_scale(scale)
     s = {**E4_SCALES[scale], **overrides}
     problem = make_problem("wave")
     net = make_convention(convention, problem.default_init, width=s["width"], depth=s["depth"])
