@@ -196,11 +196,11 @@ def losses(view: RunView) -> list[dict]:
     out = _per_term(view, view.losses, "loss", "L", legend=not view.label or view.dash == "solid")
     out.append(_line(view, "rel_l2", view.eval_steps, view.rel_l2, "relative L2 error", NEUTRAL, width=1.5,
                      mode="lines+markers", marker=dict(size=4), legendgroup="rel_l2"))
-    lin = view.linear or {}
-    has = len(lin.get("steps", ())) > 0
-    out.append(_line(view, "rel_l2-lin", lin["steps"] if has else [], lin["rel_l2"] if has else [],
-                     "relative L2 error, linearised network", NEUTRAL, width=1.5, dash="dot", mode="lines+markers",
-                     marker=dict(size=4, symbol="diamond"), legendgroup="linear", showlegend=has))
+    if view.linear is not None:  # the linearised twin (the lab rebuilds its figure when it is switched)
+        lin = view.linear
+        out.append(_line(view, "rel_l2-lin", lin["steps"], lin["rel_l2"], "relative L2 error, linearised network",
+                         NEUTRAL, width=1.5, dash="dot", mode="lines+markers", marker=dict(size=4, symbol="diamond"),
+                         legendgroup="linear"))
     return out
 
 
@@ -251,13 +251,13 @@ def prediction(view: RunView) -> list[dict]:
     pred = np.full_like(view.exact, np.nan) if view.prediction is None else view.prediction
     if not view.two_d:
         x = view.grid[:, 0]
-        lin = (view.linear or {}).get("prediction")
-        return [_line(view, "exact", x, view.exact, "exact u", EXACT_COLOR, width=3, dash="solid"),
-                _line(view, "pred", x, pred, "prediction û", PREDICTION_COLOR),
-                # the linearised network beside the real one (pinnlab.lab.linear): same colour, dotted
-                _line(view, "lin", x if lin is not None else [], lin if lin is not None else [],
-                      "linearised network f_lin", PREDICTION_COLOR, dash="dot", legendgroup="linear",
-                      showlegend=lin is not None)]
+        out = [_line(view, "exact", x, view.exact, "exact u", EXACT_COLOR, width=3, dash="solid"),
+               _line(view, "pred", x, pred, "prediction û", PREDICTION_COLOR)]
+        if view.linear is not None:  # the linearised network beside the real one: same colour, dotted
+            lin = view.linear["prediction"]
+            out.append(_line(view, "lin", x if lin is not None else [], lin if lin is not None else [],
+                             "linearised network f_lin", PREDICTION_COLOR, dash="dot", legendgroup="linear"))
+        return out
     t, xs = view.axes2d()
     return [dict(type="heatmap", key="pred", x=t, y=xs, z=view.grid2d(pred), coloraxis="coloraxis",
                  name=view.name("prediction û")),
