@@ -19,6 +19,7 @@ import contextlib
 import inspect
 import json
 import math
+import os
 import shutil
 import signal
 import sys
@@ -437,6 +438,8 @@ def train_config(args: argparse.Namespace, preset: dict, weights) -> TrainConfig
 
 def prepare_out(path: str) -> Path:
     """Create the output directory and prove it is writable (a unique probe file), before any training."""
+    if not str(path).strip():  # an unset shell variable: the run would land in the current directory
+        raise UsageError("--out is empty; name an output directory (e.g. --out runs/first)")
     try:
         return check_writable(path)
     except OSError as e:
@@ -567,6 +570,11 @@ def _run(trainer: Trainer, config: TrainConfig, progress: bool) -> str:
     return trainer.history.status
 
 
+def _problem_params(trainer: Trainer) -> str:
+    params = {k: v for k, v in trainer.problem.params.items() if not k.startswith("n_")}
+    return ", ".join(f"--{k} {v:g}" if isinstance(v, float) else f"--{k} {v}" for k, v in params.items()) or "none"
+
+
 def _finish(trainer: Trainer, stop: KeyboardInterrupt | None, out: Path, args: argparse.Namespace) -> int:
     """Close the history (if cut short), write every file as one set, print the summary; returns the exit code."""
     from pinnlab.report import summary
@@ -597,10 +605,19 @@ def _finish(trainer: Trainer, stop: KeyboardInterrupt | None, out: Path, args: a
         _print_summary(metrics, None, report_note)
         print(f"pinnlab: error: {e}; the run above was not saved and {out} is unchanged", file=sys.stderr)
         return WRITE_FAILED
+    stale = out / "report.html"
+    if "report.html" not in files and stale.is_file():  # an earlier run's page beside this run's files
+        with contextlib.suppress(OSError):
+            stale.unlink()
+            report_note = (report_note + "; " if report_note else "") + "removed the report.html of an earlier run"
     _print_summary(metrics, out, report_note)
     if history.status == "diverged":
-        print(f"pinnlab: training diverged: {history.message}. Try a smaller --lr (was {trainer.config.lr:g}).",
-              file=sys.stderr)
+        if history.message.startswith("loss became non-finite at step 0;"):  # before any update: not the lr
+            hint = ("the loss is not finite at the initial parameters, before any update: the problem's parameters "
+                    f"({_problem_params(trainer)}) overflow float32 in the PDE's terms; choose smaller ones, or --x64")
+        else:
+            hint = f"Try a smaller --lr (was {trainer.config.lr:g})."
+        print(f"pinnlab: training diverged: {history.message}. {hint}", file=sys.stderr)
         return 1
     if history.status == "interrupted":
         print(f"pinnlab: {history.message}; wrote what exists to {out}", file=sys.stderr)
@@ -660,7 +677,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         from pinnlab.report import write_report
     except ImportError:
         raise UsageError("the report needs plotly: pip install pinnlab[report]") from None
-    print(write_report(history, args.out or Path(args.dir) / "report.html"))
+    try:
+        print(write_report(history, args.out or Path(args.dir) / "report.html"))
+    except WriteError as e:
+        print(f"pinnlab: error: {e}", file=sys.stderr)
+        return WRITE_FAILED
     return 0
 
 
@@ -721,6 +742,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:  # commands that save on Ctrl-C catch it themselves
         print("pinnlab: interrupted; nothing written", file=sys.stderr)
         return exit_code(e)
+    except BrokenPipeError:  # `pinnlab ... | head`: the reader left; what it read was written whole
+        with contextlib.suppress(OSError):  # no second error when Python flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a pipe's writer
 
 
 if __name__ == "__main__":

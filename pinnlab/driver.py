@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import NamedTuple, Protocol
 
+from pinnlab import checks
+
 
 class Halt(NamedTuple):
     """Why a run stops before its end: the History's ``status`` and ``message``, and whether the state it
@@ -58,6 +60,8 @@ def drive(run: Driven, steps: int | None = None) -> Iterator:
     A chunk ends early on the next evaluation step and the next ``spectra_at`` step, so measurements fall
     exactly on them. The run is finished (``run.finish``) before its last snapshot is yielded.
     """
+    if steps is not None:  # 2.5 would never be reached; a bool is not a count
+        steps = checks.integer("steps", steps, 0, checks.MAX_STEPS - run.step)
     end = run.step + (run.config.steps if steps is None else steps)
     every = eval_every(run.config, end - run.step)
     spectra_at = sorted(s for s in set(run.config.spectra_at) if run.step <= s <= end)

@@ -62,7 +62,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from pinnlab import divergence, driver, weighting
+from pinnlab import checks, divergence, driver, weighting
 from pinnlab.divergence import Guarded
 from pinnlab.history import History, Snapshot
 from pinnlab.nets import Net, NetConfig, make_net
@@ -371,6 +371,7 @@ class Ensemble:
 
     def advance(self, n: int) -> EnsembleSnapshot:
         """Run ``n`` steps of every member in chunks of ``config.chunk``; one host transfer per chunk."""
+        n = checks.integer("steps to advance", n, 0, checks.MAX_STEPS)
         t0, start, controls, parts = time.perf_counter(), self.step, self.controls(), []
         if jax.process_count() > 1:  # a jit over several processes takes global arrays, not host scalars
             controls = _place(controls, NamedSharding(self.mesh, P()))

@@ -2,7 +2,8 @@
 
 Every file pinnlab writes goes through :func:`write_files`: each file is written under a unique temporary
 name in its own directory (so two writers never share one), and only when all of them are complete are
-they renamed into place, so a reader sees the old set or the new one. A failure removes the temporaries.
+they renamed into place, each file whole (a reader that loads during a save may still find one file of
+the old set beside one of the new: the renames are one per file). A failure removes the temporaries.
 :class:`DirectoryLock` keeps a second run off an output directory that a run is writing.
 """
 
@@ -37,7 +38,8 @@ def write_files(directory, files: Mapping[str, Content]) -> list[Path]:
 
     All contents are written to unique temporary files first; a failure there (a full disk, Ctrl-C) removes
     them and leaves the directory as it was. Then each temporary is renamed over its target. An OSError is
-    raised as :class:`WriteError`, naming the file.
+    raised as :class:`WriteError`, naming the file. Files get the mode ``open()`` would give them
+    (0666 less the umask).
     """
     directory = Path(directory)
     written: list[tuple[str, Path]] = []
@@ -93,7 +95,12 @@ def _finite(value):
 
 def _temporary(directory: Path, name: str) -> str:
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-    os.close(fd)
+    try:  # mkstemp makes it 0600; the file it becomes gets what open() would give it: 0666 less the umask
+        mask = os.umask(0)
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)
+    finally:
+        os.close(fd)
     return tmp
 
 

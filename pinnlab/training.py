@@ -91,10 +91,11 @@ class TrainConfig:
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
         weighting.rule_index(self.weighting)
-        ints = dict(steps=(1, MAX_STEPS), update_every=(1, None), chunk=(1, MAX_STEPS), ntk_every=(0, None),
-                    eval_every=(0, None))
+        # every step count meets the int32 step counter of the jitted loop (a huge period: "refresh once")
+        ints = dict(steps=(1, MAX_STEPS), update_every=(1, MAX_STEPS), chunk=(1, MAX_STEPS),
+                    ntk_every=(0, MAX_STEPS), eval_every=(0, MAX_STEPS))
         if self.decay_steps is not None:
-            ints["decay_steps"] = (1, None)
+            ints["decay_steps"] = (1, MAX_STEPS)
         for name, (low, high) in ints.items():
             object.__setattr__(self, name, checks.integer(name, getattr(self, name), low, high))
         object.__setattr__(self, "seed", checks.seed(self.seed))
@@ -107,9 +108,14 @@ class TrainConfig:
             if isinstance(self.initial_weights, str | bytes) or not hasattr(self.initial_weights, "__iter__"):
                 raise ValueError(f"initial_weights must be a sequence of numbers, got {self.initial_weights!r}")
             object.__setattr__(self, "initial_weights", tuple(
-                checks.number("initial_weights", w, positive=True) for w in self.initial_weights))
+                checks.number("initial_weights", w, 0.0, MAX_WEIGHT, positive=True) for w in self.initial_weights))
+        if isinstance(self.spectra_at, str | bytes) or not hasattr(self.spectra_at, "__iter__"):
+            raise ValueError(f"spectra_at must be a sequence of steps, e.g. (0, {self.steps}), got {self.spectra_at!r}")
         object.__setattr__(self, "spectra_at", tuple(
-            checks.integer("spectra_at step", s, 0, MAX_STEPS) for s in self.spectra_at))
+            checks.integer("spectra_at step", s, 0, self.steps) for s in self.spectra_at))
+
+
+MAX_WEIGHT = float(np.finfo(np.float32).max)  # weights are float32 in the train state: above it they are inf
 
 
 class TrainState(NamedTuple):
@@ -309,6 +315,11 @@ class Trainer:
     """
 
     def __init__(self, problem: Problem, net_config: NetConfig, config: TrainConfig, params=None):
+        for name, value, kind, how in (("problem", problem, Problem, "pinnlab.make_problem('poisson')"),
+                                       ("net_config", net_config, NetConfig, "pinnlab.convention('paper_code')"),
+                                       ("config", config, TrainConfig, "pinnlab.TrainConfig(steps=...)")):
+            if not isinstance(value, kind):
+                raise TypeError(f"{name} must be a {kind.__name__} (e.g. {how}), got {value!r:.80}")
         self.problem, self.net_config, self.config = problem, net_config, config
         check_size(problem, net_config)
         key_init, key_data, key_probe, key_run = jax.random.split(jax.random.key(config.seed), 4)
@@ -390,10 +401,10 @@ class Trainer:
         self.history.truncate(int(state.step))
 
     def set_weights(self, weights) -> None:
-        """Use ``weights`` (one positive finite value per term) from the next step on."""
+        """Use ``weights`` (one positive finite value per term, at most :data:`MAX_WEIGHT`) from the next step on."""
         w = np.asarray(weights, np.float64)
         m = len(self.problem.terms)
-        if w.shape != (m,) or not np.all(np.isfinite(w) & (w > 0)):
+        if w.shape != (m,) or not np.all(np.isfinite(w) & (w > 0) & (w <= MAX_WEIGHT)):
             raise ValueError(f"weights must be {m} positive finite numbers {self.problem.term_names}, got {weights!r}")
         self.state = self.state._replace(weights=jnp.asarray(w, self.state.weights.dtype))
 
@@ -411,6 +422,7 @@ class Trainer:
         was. Rows recorded at or after the current step (the kept row of a divergence) are replaced by
         the ones this call records.
         """
+        n = checks.integer("steps to advance", n, 0, MAX_STEPS)
         t0, start, controls = time.perf_counter(), self.step, self.controls()
         if self.history.steps and self.history.steps[-1][-1] >= start:  # the kept row of a divergence
             self.history.truncate(start)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from pinnlab import TrainConfig, Trainer, cli, convention, make_problem, ntk
+from pinnlab.lab.state import build as state_build
 from pinnlab.lab.state import resolve
 from pinnlab.nets import NetConfig
 
@@ -97,6 +98,10 @@ CLI_CASES = [
     (["ntk-weights", "--problem", "poisson", "--width", "0"], "--width: must be a positive integer"),
     (["ntk-weights", "--problem", "poisson", "--width", "1000000000"], "needs about"),
     (["ntk-weights", "--problem", "wave", "--c", "nan"], "--c: must be a finite number"),
+    (TRAIN + ["--update-every", "3000000000"], "update_every must be in 1..2,147,483,647"),  # "refresh once"
+    (TRAIN + ["--decay-steps", "3000000000"], "decay_steps must be in 1..2,147,483,647"),
+    (TRAIN + ["--initial-weights", "u=1e40"], "initial_weights must be in 0.0..3.4"),
+    (TRAIN + ["--out", ""], "--out is empty"),  # an unset $OUT: not the current directory
     (["reproduce", "fig99"], "invalid choice: 'fig99'"),
     (["reproduce", "fig1", "--scale", "huge"], "--scale: invalid choice: 'huge'"),
     (["lecture", "--port", "0"], "--port: must be a positive integer"),
@@ -165,9 +170,9 @@ API_CASES = [
     (lambda: TrainConfig(steps="10"), "steps must be an integer, got '10'"),
     (lambda: TrainConfig(chunk=0), "chunk must be in 1..2,147,483,647, got 0"),
     (lambda: TrainConfig(update_every=False), "update_every must be an integer, got False"),
-    (lambda: TrainConfig(ntk_every=-1), "ntk_every must be in 0..inf, got -1"),
+    (lambda: TrainConfig(ntk_every=-1), "ntk_every must be in 0..2,147,483,647, got -1"),
     (lambda: TrainConfig(eval_every=1.5), "eval_every must be an integer, got 1.5"),
-    (lambda: TrainConfig(decay_steps=0), "decay_steps must be in 1..inf, got 0"),
+    (lambda: TrainConfig(decay_steps=0), "decay_steps must be in 1..2,147,483,647, got 0"),
     (lambda: TrainConfig(decay_rate=INF), "decay_rate must be a finite number, got inf"),
     (lambda: TrainConfig(seed="abc"), "seed must be an integer, got 'abc'"),
     (lambda: TrainConfig(seed=2**70), "seed must be in 0..4,294,967,295"),
@@ -182,7 +187,15 @@ API_CASES = [
     (lambda: TrainConfig(initial_weights=(0.0, 1.0)), "initial_weights must be a positive number, got 0.0"),
     (lambda: TrainConfig(initial_weights="ab"), "initial_weights must be a sequence of numbers"),
     (lambda: TrainConfig(initial_weights=5.0), "initial_weights must be a sequence of numbers"),
-    (lambda: TrainConfig(spectra_at=(-1,)), "spectra_at step must be in 0..2,147,483,647, got -1"),
+    (lambda: TrainConfig(spectra_at=(-1,)), "spectra_at step must be in 0..1,000, got -1"),
+    (lambda: TrainConfig(spectra_at=(10,), steps=5), "spectra_at step must be in 0..5, got 10"),  # past the end
+    (lambda: TrainConfig(spectra_at=5), "spectra_at must be a sequence of steps"),
+    (lambda: TrainConfig(update_every=3_000_000_000), "update_every must be in 1..2,147,483,647"),  # int32 counter
+    (lambda: TrainConfig(ntk_every=3_000_000_000), "ntk_every must be in 0..2,147,483,647"),
+    (lambda: TrainConfig(decay_steps=3_000_000_000), "decay_steps must be in 1..2,147,483,647"),
+    (lambda: TrainConfig(initial_weights=(1e40, 1.0)), "initial_weights must be in 0.0..3.4"),  # inf in float32
+    (lambda: make_problem("wave", c=1e300), "problem wave with {'c': 1e+300} cannot be built"),
+    (lambda: state_build(resolve("problem=wave&param=1e300"), chunk=1), "cannot be built"),  # the lab's path
     (lambda: TrainConfig(spectra_at=(1.5,)), "spectra_at step must be an integer, got 1.5"),
     (lambda: TrainConfig(optimizer="lbfgs"), "unknown optimizer 'lbfgs'"),
     (lambda: TrainConfig(weighting="magic"), "magic"),
@@ -238,6 +251,24 @@ def test_a_trainer_refuses_params_of_another_net(small):
         Trainer(problem, convention("paper_code", width=8, depth=2), TrainConfig(), params=trainer.state.params)
 
 
+@pytest.mark.parametrize("args, fragment", [
+    (lambda p, n, c: ("poisson", n, c), "problem must be a Problem (e.g. pinnlab.make_problem('poisson'))"),
+    (lambda p, n, c: (p, "paper_code", c), "net_config must be a NetConfig"),
+    (lambda p, n, c: (p, n, {"steps": 5}), "config must be a TrainConfig"),
+])
+def test_a_trainer_names_an_argument_of_the_wrong_type(small, args, fragment):
+    problem, trainer = small
+    with pytest.raises(TypeError) as info:
+        Trainer(*args(problem, trainer.net_config, trainer.config))
+    assert fragment in str(info.value)
+
+
+def test_a_lab_config_string_starts_from_its_problems_own_preset():
+    wave = resolve("problem=wave&width=8")
+    assert (wave.param, wave.optimizer, wave.width) == (resolve("wave").param, "adam", 8)  # not Poisson's a, SGD
+    assert resolve("width=8").problem == "poisson"
+
+
 def test_a_trainer_refuses_sizes_beyond_memory_before_allocating(small):
     problem, _ = small
     with pytest.raises(ValueError, match=r"needs about .* of memory; this machine has"):
@@ -277,6 +308,10 @@ def test_ntk_block_and_diagonal_refuse_empty_point_sets(small):
 @pytest.mark.parametrize("call, fragment", [
     (lambda t: t.set_weights((NAN, 1.0)), "weights must be 2 positive finite numbers"),
     (lambda t: t.set_weights((1.0,)), "weights must be 2 positive finite numbers"),
+    (lambda t: t.set_weights((1e40, 1.0)), "weights must be 2 positive finite numbers"),  # inf in float32
+    (lambda t: t.advance(-1), "steps to advance must be in 0..2,147,483,647, got -1"),
+    (lambda t: t.run(2.5), "steps must be an integer, got 2.5"),  # would never stop
+    (lambda t: t.run(True), "steps must be an integer, got True"),
     (lambda t: t.set_rule("magic"), "magic"),
     (lambda t: t.set_chunk(0), "chunk must be a positive integer, got 0"),
     (lambda t: t.set_chunk(True), "chunk must be a positive integer, got True"),

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -295,3 +296,38 @@ def test_every_registered_figure_has_a_drawing():
 def test_reproduce_rejects_unknown_figure(tmp_path):
     code, _, stderr = run_main(["reproduce", "fig9", "--scale", "smoke", "--out", str(tmp_path)])
     assert code == 2 and "fig9" in stderr and "Traceback" not in stderr
+
+
+def test_output_files_get_the_mode_open_would_give_them(run_dir):
+    out = run_dir[0]
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("metrics.json", "history.json", "history.npz", "report.html"):
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~mask, name  # mkstemp's 0600 would hide them
+
+
+def test_a_rerun_without_a_report_removes_the_old_runs_report(run_dir, tmp_path):
+    out = tmp_path / "rerun"
+    shutil.copytree(run_dir[0], out)
+    code, stdout, _ = run_main(["train", "--problem", "poisson", *TINY, "--no-report", "--out", str(out)])
+    assert code == 0 and not (out / "report.html").exists()  # the page described another run
+    assert "removed the report.html of an earlier run" in stdout
+    assert "report.html" not in json.loads((out / "metrics.json").read_text())["files"]
+
+
+def test_report_write_failures_are_one_line_with_the_write_exit_code(run_dir, tmp_path):
+    src = run_dir[0]
+    code, _, err = run_main(["report", str(src), "--out", str(src)])  # a directory is in the way
+    assert code == cli.WRITE_FAILED and err.count("\n") == 1 and "cannot write" in err and "in the way" in err, err
+    code, _, err = run_main(["report", str(src), "--out", "/proc/pinnlab-nope/report.html"])
+    assert code == cli.WRITE_FAILED and "Traceback" not in err and err.count("\n") == 1, err
+
+
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XDG_CACHE_HOME": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "pinnlab", "ntk-weights", "--problem", "poisson", "--width", "8"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.read(1)  # `| head -c1`: read one byte, then leave
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(120) in (0, 141) and "Traceback" not in err and "BrokenPipe" not in err, err

@@ -118,12 +118,15 @@ class LabState:
 
     @classmethod
     def from_string(cls, text: str) -> LabState:
-        """Read a config string; missing fields keep their defaults, unknown keys are an error."""
+        """Read a config string; unknown keys are an error. Missing fields keep the defaults of the string's
+        problem (its preset: ``problem=wave&width=8`` is the wave's own set-up with width 8), else Poisson's."""
         text = text.strip().lstrip("?#")
         for part in filter(None, text.split("&")):
             if "=" not in part:
                 raise ValueError(f"config string parts look like key=value, got {part!r}")
-        return cls().replace(**dict(parse_qsl(text, keep_blank_values=True)))
+        fields = dict(parse_qsl(text, keep_blank_values=True))
+        base = preset(fields["problem"]) if fields.get("problem") in ENTRIES else cls()
+        return base.replace(**fields)
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(LabState))

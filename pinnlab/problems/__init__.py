@@ -43,7 +43,11 @@ def make_problem(name: str, **kwargs) -> Problem:
     kwargs = _checked(name, kwargs)
     key = (name, tuple(sorted(kwargs.items())))
     if key not in _CACHE:  # problems are immutable: sharing one lets runs share compiled code
-        problem = PROBLEMS[name](**kwargs)
+        try:
+            problem = PROBLEMS[name](**kwargs)
+        except (OverflowError, FloatingPointError, np.linalg.LinAlgError) as e:  # e.g. c**2 for c = 1e300
+            raise ValueError(f"problem {name} with {kwargs} cannot be built ({type(e).__name__}: {e}); "
+                             "choose smaller parameters") from None
         with warnings.catch_warnings():  # the overflow is the finding, reported below
             warnings.simplefilter("ignore", RuntimeWarning)
             exact = np.asarray(problem.exact(jnp.asarray(problem.grid)))
