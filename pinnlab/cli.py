@@ -613,7 +613,7 @@ def _finish(trainer: Trainer, stop: KeyboardInterrupt | None, out: Path, args: a
     _print_summary(metrics, out, report_note)
     if history.status == "diverged":
         if history.message.startswith("loss became non-finite at step 0;"):  # before any update: not the lr
-            hint = ("the loss is not finite at the initial parameters, before any update: the problem's parameters "
+            hint = ("The loss is not finite at the initial parameters, before any update: the problem's parameters "
                     f"({_problem_params(trainer)}) overflow float32 in the PDE's terms; choose smaller ones, or --x64")
         else:
             hint = f"Try a smaller --lr (was {trainer.config.lr:g})."
