@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -189,9 +190,13 @@ class History:
         blocks = sorted(self.spectra[0]) if self.spectra else []
         for name in blocks:
             arrays[f"spectra/{name}"] = np.stack([s[name] for s in self.spectra])
+        # one token in both files: they are renamed one by one, so a reader may meet a json beside another save's npz
+        token = np.frombuffer(os.urandom(SAVE_ID_BYTES), np.uint8)
+        arrays["save_id"] = token
         meta = {"format": FORMAT, "config": self.config, "terms": list(self.terms), "coords": list(self.coords),
                 "grid_shape": list(self.grid_shape), "seconds": self.seconds, "status": self.status,
-                "message": self.message, "spectra_blocks": blocks, "events": self.events}
+                "message": self.message, "spectra_blocks": blocks, "events": self.events,
+                "save_id": token.tobytes().hex()}
         return {"history.npz": lambda f: np.savez_compressed(f, **arrays), "history.json": to_json(meta)}
 
     @classmethod
@@ -207,6 +212,7 @@ class History:
         json_path, npz_path = _history_paths(Path(directory))
         meta = _read_meta(json_path)
         a = _read_arrays(npz_path, meta)
+        _check_pair(json_path, npz_path, meta, a.pop("save_id", None))
         spectra = [{name: a[f"spectra/{name}"][i] for name in meta["spectra_blocks"]}
                    for i in range(len(a["spectra_step"]))]
         one = lambda name: [a[name]] if len(a[name]) else []  # noqa: E731
@@ -226,6 +232,8 @@ class HistoryFileError(ValueError):
     A ``ValueError``, so callers that already catch ``ValueError`` around a load (``pinnlab report``) print it.
     """
 
+
+SAVE_ID_BYTES = 16  # the token that pairs a history.json with its history.npz
 
 MAX_ARRAY_BYTES = 4 * 2**30
 """The most array data a ``history.npz`` may declare in all. A real run holds a few MB; more means a damaged or
@@ -366,6 +374,18 @@ def _bytes(n: int) -> str:
     return f"{n:.1f} TiB"
 
 
+def _check_pair(json_path: Path, npz_path: Path, meta: dict, token) -> None:
+    """``history.npz`` must be the one ``history.json`` was saved with (histories saved before the token name none)."""
+    want = meta.get("save_id")
+    if want is None and token is None:
+        return
+    ok = (isinstance(want, str) and token is not None and token.dtype == np.uint8 and token.shape == (SAVE_ID_BYTES,)
+          and token.tobytes().hex() == want)
+    if not ok:
+        raise HistoryFileError(f"{json_path}: {npz_path.name} is not the one saved with it (a save in progress, or "
+                               "files of two runs); load again, or re-run into a fresh directory")
+
+
 def _read_arrays(path: Path, meta: dict) -> dict[str, np.ndarray]:
     """The arrays of ``history.npz`` that the history has (``meta`` names the spectra), all headers checked first."""
     keys = [*_REQUIRED_ARRAYS, *(f"spectra/{block}" for block in meta["spectra_blocks"])]
@@ -377,8 +397,7 @@ def _read_arrays(path: Path, meta: dict) -> dict[str, np.ndarray]:
         missing = [key for key in keys if key not in members]
         if missing:
             raise HistoryFileError(f"{path}: missing key {missing[0]!r}")
-        if "prediction" in members:  # absent while a run has not finished
-            keys.append("prediction")
+        keys += [key for key in ("prediction", "save_id") if key in members]  # no prediction while a run runs
         headers = {key: _read_header(path, archive, key, members[key]) for key in keys}
         total = sum(h.nbytes for h in headers.values())
         if total > MAX_ARRAY_BYTES:

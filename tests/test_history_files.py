@@ -380,3 +380,12 @@ def test_report_prints_one_line_for_a_damaged_history(tmp_path, capsys, corrupt,
     assert out == "" and err.count("\n") == 1 and err.startswith("pinnlab: error: cannot load a history from")
     assert fragment in err and str(tmp_path) in err
     assert not (run / "report.html").exists()
+
+
+def test_a_json_beside_another_saves_npz_is_refused(tmp_path):
+    a = _history().save(tmp_path / "a")
+    b = _history(rel_l2=[1.0, 0.25]).save(tmp_path / "b")  # same shapes: only the pairing tells them apart
+    assert History.load(a).rel_l2 == [1.0, 0.5] and History.load(b).rel_l2 == [1.0, 0.25]
+    (b / "history.npz").write_bytes((a / "history.npz").read_bytes())  # what a reader meets mid-save
+    with pytest.raises(HistoryFileError, match="history.npz is not the one saved with it"):
+        History.load(b)
