@@ -93,7 +93,7 @@ class TrainConfig:
         weighting.rule_index(self.weighting)
         # every step count meets the int32 step counter of the jitted loop (a huge period: "refresh once")
         ints = dict(steps=(1, MAX_STEPS), update_every=(1, MAX_STEPS), chunk=(1, MAX_STEPS),
-                    ntk_every=(0, MAX_STEPS), eval_every=(0, MAX_STEPS))
+                    ntk_every=(0, MAX_STEPS), eval_every=(0, None))  # eval_every stays on the host
         if self.decay_steps is not None:
             ints["decay_steps"] = (1, MAX_STEPS)
         for name, (low, high) in ints.items():
