@@ -429,11 +429,17 @@ def train_config(args: argparse.Namespace, preset: dict, weights) -> TrainConfig
     chunk = args.chunk if args.chunk is not None else min(preset["chunk"], steps)
     update_every = args.update_every or preset["update_every"] or steps
     decay_steps = args.decay_steps if args.decay_steps is not None else preset["decay_steps"]
-    return TrainConfig(optimizer=pick("optimizer"), lr=pick("lr"), decay_steps=decay_steps,
-                       decay_rate=pick("decay_rate"), steps=steps, weighting=pick("weighting"),
-                       update_every=update_every, ntk_every=args.ntk_every, momentum=args.momentum,
-                       initial_weights=weights, chunk=chunk, eval_every=args.eval_every,
-                       spectra_at=spectra_steps(args.spectra_at, steps), seed=args.seed)
+    try:
+        return TrainConfig(optimizer=pick("optimizer"), lr=pick("lr"), decay_steps=decay_steps,
+                           decay_rate=pick("decay_rate"), steps=steps, weighting=pick("weighting"),
+                           update_every=update_every, ntk_every=args.ntk_every, momentum=args.momentum,
+                           initial_weights=weights, chunk=chunk, eval_every=args.eval_every,
+                           spectra_at=spectra_steps(args.spectra_at, steps), seed=args.seed)
+    except ValueError as e:  # name the option the user typed ("update_every ..." -> "--update-every: ...")
+        field = str(e).split(" ", 1)[0]
+        if field in vars(args):
+            raise UsageError(f"--{field.replace('_', '-')}: {e}") from None
+        raise
 
 
 def prepare_out(path: str) -> Path:

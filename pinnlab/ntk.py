@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pinnlab import ntk_structured
+from pinnlab import checks, ntk_structured
 from pinnlab.nets import Apply, Params
 from pinnlab.problems.base import Term
 
@@ -237,6 +237,8 @@ def diagonal(
     holds O(n S (in + out)) numbers per layer and ignores it). Pure and traceable: usable inside
     ``jit`` and inside the training step.
     """
+    if batch_size is not None:
+        batch_size = checks.integer("batch_size", batch_size, 1)
     with matmul_precision(precision):
         return _diagonal(apply, params, term, points, batch_size, method)
 
@@ -273,6 +275,8 @@ def eigenvalues(k) -> np.ndarray:
     """
     # symmetrised in place on one float64 copy: fresh temporaries cost ~10% of a 900 x 900 eigvalsh
     k = np.array(k, np.float64)
+    if k.ndim != 2 or k.shape[0] != k.shape[1]:
+        raise ValueError(f"eigenvalues need a square kernel, got shape {k.shape}")
     k += k.T  # numpy buffers the overlapping transpose
     k *= 0.5
     return np.linalg.eigvalsh(k)[::-1]

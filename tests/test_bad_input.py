@@ -98,9 +98,9 @@ CLI_CASES = [
     (["ntk-weights", "--problem", "poisson", "--width", "0"], "--width: must be a positive integer"),
     (["ntk-weights", "--problem", "poisson", "--width", "1000000000"], "needs about"),
     (["ntk-weights", "--problem", "wave", "--c", "nan"], "--c: must be a finite number"),
-    (TRAIN + ["--update-every", "3000000000"], "update_every must be in 1..2,147,483,647"),  # "refresh once"
+    (TRAIN + ["--update-every", "3000000000"], "--update-every: update_every must be in 1..2,147,483,647"),
     (TRAIN + ["--decay-steps", "3000000000"], "decay_steps must be in 1..2,147,483,647"),
-    (TRAIN + ["--initial-weights", "u=1e40"], "initial_weights must be in 0.0..3.4"),
+    (TRAIN + ["--initial-weights", "u=1e40"], "--initial-weights: initial_weights must be in 0.0..3.4"),
     (TRAIN + ["--out", ""], "--out is empty"),  # an unset $OUT: not the current directory
     (["reproduce", "fig99"], "invalid choice: 'fig99'"),
     (["reproduce", "fig1", "--scale", "huge"], "--scale: invalid choice: 'huge'"),
@@ -294,6 +294,14 @@ def test_ntk_refuses_point_sets_that_do_not_match_the_terms(small, points, fragm
         with pytest.raises(ValueError) as info:
             fn(trainer.apply, trainer.state.params, problem.terms, points(trainer.probe))
         assert fragment in str(info.value)
+
+
+def test_ntk_refuses_a_bad_batch_size_and_a_non_square_kernel(small):
+    problem, trainer = small
+    with pytest.raises(ValueError, match=r"batch_size must be in 1..inf, got 0"):
+        ntk.diagonal(trainer.apply, trainer.state.params, problem.terms[1], trainer.probe[1], batch_size=0)
+    with pytest.raises(ValueError, match=r"eigenvalues need a square kernel, got shape \(3, 2\)"):
+        ntk.eigenvalues(np.ones((3, 2)))
 
 
 def test_ntk_block_and_diagonal_refuse_empty_point_sets(small):
