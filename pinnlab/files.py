@@ -96,12 +96,19 @@ def _finite(value):
 def _temporary(directory: Path, name: str) -> str:
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
     try:  # mkstemp makes it 0600; the file it becomes gets what open() would give it: 0666 less the umask
-        mask = os.umask(0)
-        os.umask(mask)
-        os.fchmod(fd, 0o666 & ~mask)
+        os.fchmod(fd, 0o666 & ~_UMASK)
     finally:
         os.close(fd)
     return tmp
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable read sets it too: done once, at import, before any other thread writes
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
 
 
 def _fill(path: Path, content: Content) -> None:

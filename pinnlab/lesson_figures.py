@@ -25,11 +25,10 @@ def _width_axis(widths) -> dict:
 
 def _fit(x, y):
     """The least-squares power law through (x, y) on log-log axes, evaluated at x (NaN-safe)."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    ok = np.isfinite(y) & (y > 0)
-    if ok.sum() < 2:
-        return np.full_like(x, np.nan)
-    slope, icept = np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)
+    from pinnlab.lessons import power_law
+
+    x = np.asarray(x, np.float64)
+    slope, icept = power_law(x, y)
     return np.exp(icept) * x ** slope
 
 

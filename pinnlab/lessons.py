@@ -47,20 +47,27 @@ class Lesson:
         return lesson_figures.build(self)
 
 
-def loglog_slope(x, y) -> float:
-    """The least-squares slope of log y against log x (NaN with fewer than two positive finite pairs)."""
+def power_law(x, y) -> tuple[float, float]:
+    """``(slope, log intercept)`` of the least-squares line of log y against log x (NaNs with fewer than two
+    positive finite pairs)."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     ok = np.isfinite(y) & (y > 0) & (x > 0)
-    return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0]) if ok.sum() >= 2 else float("nan")
+    if ok.sum() < 2:
+        return float("nan"), float("nan")
+    slope, intercept = np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)
+    return float(slope), float(intercept)
+
+
+_rel = ntk.relative_change  # ||a - b|| / ||b|| (Frobenius for matrices)
+
+
+def loglog_slope(x, y) -> float:
+    """The least-squares slope of log y against log x (NaN with fewer than two positive finite pairs)."""
+    return power_law(x, y)[0]
 
 
 def _to64(tree):
     return jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), tree)
-
-
-def _rel(a, b) -> float:
-    """``||a - b|| / ||b||`` (Frobenius for matrices)."""
-    return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(np.asarray(b)))
 
 
 # -- the linearised network against the real one ---------------------------------------------------

@@ -69,16 +69,15 @@ def eigenmode(trainer, block: str, rank: int) -> Eigenmode:
         raise ValueError(f"the kernel at step {t.step} is not finite: no modes to draw (reset the run)")
     weights = np.asarray(t.state.weights, np.float64)[list(chosen)]
     lr = float(t.config.lr) * float(t.lr_scale)
-    if block == WHOLE:
-        values, basis = np.linalg.eigh(0.5 * (k + k.T))
-        order = np.argsort(values)[::-1]
-        value, vector, learn = float(values[order][rank - 1]), basis[:, order[rank - 1]], None
-    else:
+    if block == WHOLE:  # K itself, as the spectra panel draws it (unit factors)
+        m = modes.decompose(0.5 * (k + k.T), np.ones(len(k)))
+        value, learn = float(m.values[rank - 1]), None
+    else:  # one factor per block: K-tilde_ii's modes are K_ii's
         factors = np.asarray(linearized.row_factors(terms, points, weights), np.float64)
         m = modes.decompose(k, factors)
         value = float(weights[0] * m.values[rank - 1] / factors[0])  # lambda_i times K_ii's eigenvalue
-        vector = m.vectors[:, rank - 1]
         learn = float(modes.steps_to_learn(m, lr)[rank - 1])
+    vector = m.vectors[:, rank - 1]
     vector = vector / vector[np.argmax(np.abs(vector))]  # largest entry +1: a sign and scale to compare by eye
     offsets = np.cumsum([0] + [len(x) for x in points])
     parts = dict(zip(chosen, (vector[a:b] for a, b in zip(offsets[:-1], offsets[1:]))))

@@ -49,6 +49,7 @@ class Keyframe:
     spectra: dict[str, np.ndarray] | None = None
     modes: np.ndarray | None = None  # |c_k| of the shown modes (pinnlab.lab.decay), while they are tracked
     linear: np.ndarray | None = None  # the linearised twin's prediction (pinnlab.lab.linear), while it trains
+    linear_rel_l2: float | None = None  # and its relative L2 error
 
 
 class Curves:
@@ -196,8 +197,15 @@ class LiveRun:
                     twin.advance(weights[a: a + self.chunk], scales[a: a + self.chunk])
         self.twin = twin
         if self.keyframes and not twin.note:
-            self.keyframes[-1].linear = twin.prediction() if self.keyframes[-1].step == self._step else None
-            self.keyframes[0].linear = self.keyframes[0].prediction  # f_lin(theta_0) = f(theta_0)
+            if self.keyframes[-1].step == self._step:
+                self._twin_frame(self.keyframes[-1], twin.prediction())
+            self._twin_frame(self.keyframes[0], self.keyframes[0].prediction)  # f_lin(theta_0) = f(theta_0)
+
+    def _twin_frame(self, frame: Keyframe, prediction: np.ndarray) -> None:
+        """Put the twin's prediction and its error on ``frame``."""
+        frame.linear = prediction
+        frame.linear_rel_l2 = float(np.linalg.norm(prediction.astype(np.float64) - self.exact)
+                                    / np.linalg.norm(self.exact))
 
     def _restore_checkpoint(self) -> None:
         """After a divergence, go back to the state before the last live-control change when there was
@@ -269,8 +277,9 @@ class LiveRun:
         eig = self._spectra() if spectra and np.isfinite(err) else None
         self._bound_records()
         coeffs = self.decay.coefficients(t.state.params) if self.decay is not None and np.isfinite(err) else None
-        linear = self.twin.prediction() if self.twin is not None and not self.twin.note else None
-        frame = Keyframe(self._step, pred, err, np.asarray(t.state.weights, np.float64), eig, coeffs, linear)
+        frame = Keyframe(self._step, pred, err, np.asarray(t.state.weights, np.float64), eig, coeffs)
+        if self.twin is not None and not self.twin.note:
+            self._twin_frame(frame, self.twin.prediction())
         if self.keyframes and self.keyframes[-1].step == frame.step:
             self.keyframes[-1] = frame
         else:
@@ -339,10 +348,8 @@ class LiveRun:
         if self.twin is None:
             return None
         frames = [k for k in self.keyframes[: index + 1] if k.linear is not None]
-        norm = float(np.linalg.norm(self.exact))
-        errors = [float(np.linalg.norm(k.linear.astype(np.float64) - self.exact) / norm) for k in frames]
         return {"prediction": self.keyframes[index].linear, "steps": np.asarray([k.step for k in frames]),
-                "rel_l2": np.asarray(errors), "note": self.twin.note}
+                "rel_l2": np.asarray([k.linear_rel_l2 for k in frames]), "note": self.twin.note}
 
     def _curves_now(self) -> tuple[np.ndarray, np.ndarray]:
         """The curves plus a row at the current step with the weights and traces in force now, so a
