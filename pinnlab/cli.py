@@ -72,17 +72,50 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+_heard: list[int] = []
+"""The ending signals this command received (:func:`main` clears it). A handler's exception can be lost (JAX's gc
+callback prints and drops exceptions), this record cannot: :func:`check_heard` raises it again."""
+
+
+def _interrupt(signum: int) -> KeyboardInterrupt:
+    return KeyboardInterrupt() if signum == signal.SIGINT else Interrupted(signum)
+
+
 @contextlib.contextmanager
 def interruptible():
     """SIGTERM and SIGHUP (a scheduler, ``timeout``, a closed ssh session) act like Ctrl-C inside the block."""
 
     def handler(signum, frame):
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise Interrupted(signum)
+        _heard.append(signum)
+        raise _interrupt(signum)
 
     with _handlers(handler, _ENDING):
         yield
+
+
+def check_heard() -> None:
+    """Raise the interrupt of a signal whose exception was lost; called between chunks of work."""
+    if _heard:
+        raise _interrupt(_heard[0])
+
+
+def as_interrupt(error: BaseException) -> KeyboardInterrupt | None:
+    """The interrupt inside ``error``: itself, or the cause of the SystemError that C code raises when a signal
+    handler's exception lands in a Python callback it makes (numpy calling JAX's dtype hook)."""
+    if isinstance(error, KeyboardInterrupt):
+        return error
+    cause = error.__cause__ if isinstance(error, SystemError) else None
+    return cause if isinstance(cause, KeyboardInterrupt) else None
+
+
+def _quiet_lost_interrupts(hook):
+    """``sys.unraisablehook`` while a command runs: a lost interrupt is recorded in ``_heard``, not printed."""
+
+    def quiet(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            hook(unraisable)
+
+    return quiet
 
 
 @contextlib.contextmanager
@@ -106,7 +139,8 @@ def _handlers(handler, signums):
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield
         return
-    old = {s: signal.signal(s, handler) for s in signums}
+    # an ignored signal (SIGINT of a shell's background job, SIGHUP under nohup) stays ignored
+    old = {s: signal.signal(s, handler) for s in signums if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         yield
     finally:
@@ -313,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     lecture.add_argument("--layout", choices=LAYOUTS, default=LAYOUTS[0],
                          help="presentation: one row of big controls above the figure, inside 1280x720; "
                               "notebook: every control on show (default presentation)")
-    lecture.set_defaults(func=cmd_lecture)
+    lecture.set_defaults(func=cmd_lecture, stops_on_ctrl_c=True)  # its normal end
     return parser
 
 
@@ -516,8 +550,22 @@ class Progress:
 
 
 # -- commands -------------------------------------------------------------------------------------
+def check_backend() -> None:
+    """JAX's devices, or a UsageError saying why there are none (e.g. ``JAX_PLATFORMS=cuda`` without CUDA)."""
+    import jax
+
+    try:
+        jax.devices()
+    except Exception as e:  # jax 0.10 raises a bare AssertionError for a platform it has no plugin for
+        wanted = os.environ.get("JAX_PLATFORMS")
+        raise UsageError(f"JAX cannot start a backend ({type(e).__name__}{': ' + str(e) if str(e) else ''}) with "
+                         f"JAX_PLATFORMS={wanted!r}; unset it to use the CPU, or install the JAX plugin for that "
+                         "platform") from None
+
+
 def _setup(args: argparse.Namespace):
     """Problem, net config and preset from the options; engine ValueErrors become UsageErrors."""
+    check_backend()
     try:
         problem = make_problem(args.problem, **problem_kwargs(args))
         preset = ENTRIES[args.problem].train
@@ -552,8 +600,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                     except ValueError as e:
                         raise UsageError(str(e)) from None
                     _run(trainer, config, not args.no_progress)
-            except KeyboardInterrupt as e:
-                stop = e
+            except (KeyboardInterrupt, SystemError) as e:
+                stop = as_interrupt(e)
+                if stop is None:
+                    raise
             if trainer is None:
                 print("pinnlab: interrupted before training started; nothing written", file=sys.stderr)
                 return exit_code(stop)
@@ -569,6 +619,7 @@ def _run(trainer: Trainer, config: TrainConfig, progress: bool) -> str:
     bar = Progress(config.steps, trainer.problem.term_names, enabled=progress)
     try:
         for snap in trainer.snapshots():
+            check_heard()
             if len(snap.steps):
                 bar.update(trainer.step, snap.losses[-1], snap.weights[-1])
     finally:
@@ -696,11 +747,13 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from pinnlab.reproduce import FIGURE_NAMES, reproduce
 
     out = prepare_out(args.out)
+    check_backend()
     enable_compilation_cache()
     figures = list(FIGURE_NAMES) if "all" in args.figure else list(dict.fromkeys(args.figure))
     bars: dict[str, Progress] = {}
 
     def progress(label, trainer, snap):
+        check_heard()
         if label not in bars:
             for bar in bars.values():
                 bar.close()
@@ -740,18 +793,40 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version and argparse errors (already printed)
         return e.code if isinstance(e.code, int) else 2
+    _heard.clear()
+    hook, sys.unraisablehook = sys.unraisablehook, _quiet_lost_interrupts(sys.unraisablehook)
     try:
-        return args.func(args)
+        with interruptible():
+            code = args.func(args)
+        # a signal lost inside a callback, with no chunk boundary left to act on it
+        if _heard and code == 0 and not getattr(args, "stops_on_ctrl_c", False):
+            print(f"pinnlab: {signal.Signals(_heard[0]).name} arrived while JAX was busy and did not stop the command, "
+                  "which ran to its end", file=sys.stderr)
+            return exit_code(_interrupt(_heard[0]))
+        return code
     except UsageError as e:
         print(f"pinnlab: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as e:  # commands that save on Ctrl-C catch it themselves
+    except (KeyboardInterrupt, SystemError) as e:  # commands that save on Ctrl-C catch it themselves
+        stop = as_interrupt(e)
+        if stop is None:
+            raise
         print("pinnlab: interrupted; nothing written", file=sys.stderr)
-        return exit_code(e)
+        return exit_code(stop)
     except BrokenPipeError:  # `pinnlab ... | head`: the reader left; what it read was written whole
         with contextlib.suppress(OSError):  # no second error when Python flushes stdout at exit
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, as a shell reports a pipe's writer
+    except OSError as e:  # files are written through WriteError: this is the terminal's stream (`> /dev/full`)
+        if e.filename is not None:
+            raise
+        with contextlib.suppress(OSError):  # no second error when Python flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(f"pinnlab: error: cannot write to standard output ({e.strerror or e}); its output files, if any, "
+              "were written before it printed", file=sys.stderr)
+        return WRITE_FAILED
+    finally:
+        sys.unraisablehook = hook
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import os
+import time
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -210,9 +211,17 @@ class History:
         allocate much; members of ``history.npz`` that a history does not have are never read.
         """
         json_path, npz_path = _history_paths(Path(directory))
-        meta = _read_meta(json_path)
-        a = _read_arrays(npz_path, meta)
-        _check_pair(json_path, npz_path, meta, a.pop("save_id", None))
+        for attempt in range(LOAD_TRIES):
+            meta = _read_meta(json_path)
+            try:
+                a = _read_arrays(npz_path, meta)
+                _check_pair(json_path, npz_path, meta, a.pop("save_id", None))
+                break
+            except HistoryFileError:
+                # a save renames its two files one by one: a reader between the renames waits for the second
+                if attempt + 1 == LOAD_TRIES or meta.get("save_id") is None or _npz_token(npz_path) == meta["save_id"]:
+                    raise
+                time.sleep(LOAD_WAIT)
         spectra = [{name: a[f"spectra/{name}"][i] for name in meta["spectra_blocks"]}
                    for i in range(len(a["spectra_step"]))]
         one = lambda name: [a[name]] if len(a[name]) else []  # noqa: E731
@@ -234,6 +243,7 @@ class HistoryFileError(ValueError):
 
 
 SAVE_ID_BYTES = 16  # the token that pairs a history.json with its history.npz
+LOAD_TRIES, LOAD_WAIT = 20, 0.05  # how long a load waits for a save in progress to rename its second file (1 s)
 
 MAX_ARRAY_BYTES = 4 * 2**30
 """The most array data a ``history.npz`` may declare in all. A real run holds a few MB; more means a damaged or
@@ -384,6 +394,20 @@ def _check_pair(json_path: Path, npz_path: Path, meta: dict, token) -> None:
     if not ok:
         raise HistoryFileError(f"{json_path}: {npz_path.name} is not the one saved with it (a save in progress, or "
                                "files of two runs); load again, or re-run into a fresh directory")
+
+
+def _npz_token(path: Path) -> str | None:
+    """The save token in ``history.npz`` as hex, or None if it has none or cannot be read."""
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("save_id.npy") as f:
+            if np.lib.format.read_magic(f) != (1, 0):
+                return None
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            if shape != (SAVE_ID_BYTES,) or dtype != np.uint8:  # checked before any data is read
+                return None
+            return f.read(SAVE_ID_BYTES).hex()
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
+        return None
 
 
 def _read_arrays(path: Path, meta: dict) -> dict[str, np.ndarray]:

@@ -380,7 +380,7 @@ class Trainer:
         else:
             traces = _jitted_traces(self.apply, self.problem)(self.state.params, self.probe)
             counts = jnp.asarray([t.n_ntk for t in self.problem.terms], jnp.float32)
-            gradients = lambda: gradient_stats(self.apply, self.problem, self.state.params, self.data)  # noqa: E731
+            gradients = lambda: _jitted_gradient_stats(self.apply, self.problem)(self.state.params, self.data)  # noqa: E731
             stats = weighting.Stats(traces, counts, gradients)
             new, _ = weighting.update(weighting.rule_index(rule), stats, self.state.weights, self.momentum)
             self.state = self.state._replace(weights=new.astype(self.state.weights.dtype),
@@ -576,3 +576,8 @@ def ntk_weights_at_init(problem: Problem, net_config: NetConfig, seed: int = 0) 
 @functools.lru_cache(maxsize=32)
 def _jitted_traces(apply, problem: Problem):
     return jax.jit(lambda params, points: ntk.traces(apply, params, problem.terms, points))
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted_gradient_stats(apply, problem: Problem):  # compiled: op by op, a switch to gradnorm took seconds
+    return jax.jit(lambda params, batches: gradient_stats(apply, problem, params, batches))

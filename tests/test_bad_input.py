@@ -46,7 +46,9 @@ CLI_CASES = [
     (TRAIN + ["--batch", "zz=5"], "has no term 'zz'"),
     (TRAIN + ["--batch", "r"], "expected NAME=VALUE pairs"),
     (TRAIN + ["--batch", "r=1.5"], "bad --batch 'r=1.5'"),
-    (TRAIN + ["--a", "1e300"], "non-finite exact solution"),
+    (TRAIN + ["--a", "1e300"], "a = 1e+300 is past float32's largest number"),
+    (TRAIN + ["--a", "1e20"], "term 'r' overflows float32"),  # (a pi)^2 in the forcing
+    (["train", "--problem", "burgers", "--no-progress", "--nu", "1e300"], "nu = 1e+300 is past float32's largest"),
     (TRAIN + ["--a", "nan"], "--a: must be a finite number"),
     (TRAIN + ["--a", "inf"], "--a: must be a finite number"),
     (TRAIN + ["--a", "x"], "--a: expected a number"),
@@ -54,7 +56,8 @@ CLI_CASES = [
     (WAVE + ["--c", "0"], "c must be a positive number, got 0.0"),
     (WAVE + ["--c", "-1"], "c must be a positive number, got -1.0"),
     (["train", "--problem", "convection", "--no-progress", "--beta", "nan"], "--beta: must be a finite number"),
-    (WAVE + ["--a", "1e300"], "non-finite exact solution"),
+    (WAVE + ["--a", "1e300"], "past float32's largest number"),
+    (WAVE + ["--a", "3e38"], "term 'u' overflows float32"),  # the amplitude, squared in the loss
     (WAVE + ["--ntk-points", "0"], "--ntk-points: must be a positive integer"),
     (WAVE + ["--ntk-points", "100000000"], "n_ntk must be in 1..10,000,000"),
     (WAVE + ["--ntk-points", "300000"], "needs about"),
@@ -156,8 +159,11 @@ API_CASES = [
     (lambda: make_problem("wave", n_r=True), "n_r must be an integer, got True"),
     (lambda: make_problem("wave", n_r=2.5), "n_r must be an integer, got 2.5"),
     (lambda: make_problem("wave", n_eval=10**8), "n_eval must be in 1..10,000,000"),
-    (lambda: make_problem("wave", a=1e300), "non-finite exact solution"),
-    (lambda: make_problem("poisson", a=1e300), "non-finite exact solution"),
+    (lambda: make_problem("wave", a=1e300), "a = 1e+300 is past float32's largest number (3.4e38)"),
+    (lambda: make_problem("poisson", a=1e300), "a = 1e+300 is past float32's largest number (3.4e38)"),
+    (lambda: make_problem("poisson", a=3e38), "non-finite exact solution"),
+    (lambda: make_problem("poisson", a=1e20), "term 'r' overflows float32"),
+    (lambda: make_problem("wave", c=1e20), "non-finite exact solution"),  # cos(2 c^2 pi t)
     (lambda: make_problem("poisson", n_b=1), "n_b must be at least 2"),
     (lambda: make_problem("poisson", zzz=1), "has no parameter 'zzz'"),
     (lambda: make_problem("nope"), "unknown problem 'nope'"),
@@ -194,8 +200,9 @@ API_CASES = [
     (lambda: TrainConfig(ntk_every=3_000_000_000), "ntk_every must be in 0..2,147,483,647"),
     (lambda: TrainConfig(decay_steps=3_000_000_000), "decay_steps must be in 1..2,147,483,647"),
     (lambda: TrainConfig(initial_weights=(1e40, 1.0)), "initial_weights must be in 0.0..3.4"),  # inf in float32
-    (lambda: make_problem("wave", c=1e300), "problem wave with {'c': 1e+300} cannot be built"),
-    (lambda: state_build(resolve("problem=wave&param=1e300"), chunk=1), "cannot be built"),  # the lab's path
+    (lambda: make_problem("wave", c=1e300), "c = 1e+300 is past float32's largest number"),
+    (lambda: state_build(resolve("problem=wave&param=1e300"), chunk=1), "past float32's largest"),  # the lab's path
+    (lambda: state_build(resolve("width=8&param=1e20"), chunk=1), "term 'r' overflows float32"),
     (lambda: TrainConfig(spectra_at=(1.5,)), "spectra_at step must be an integer, got 1.5"),
     (lambda: TrainConfig(optimizer="lbfgs"), "unknown optimizer 'lbfgs'"),
     (lambda: TrainConfig(weighting="magic"), "magic"),

@@ -231,3 +231,83 @@ def test_a_warm_compilation_cache_does_not_flood_stderr(tmp_path):
         assert proc.returncode == 0, proc.stderr
         assert "cpu_aot_loader" not in proc.stderr and proc.stderr.count("\n") <= 1, proc.stderr[:500]
     assert any((tmp_path / "cache").rglob("*"))  # the cache was written (and read by the warm run)
+
+
+def _lose_a_sigint_in_a_gc_callback() -> None:
+    """What JAX's gc callback does to a Ctrl-C that lands in it: the handler's exception is printed and dropped."""
+    import gc
+
+    def callback(phase, info):
+        gc.callbacks.remove(callback)
+        signal.raise_signal(signal.SIGINT)  # the handler runs here, inside the callback
+
+    gc.callbacks.append(callback)
+    gc.collect()
+
+
+def test_a_ctrl_c_lost_in_a_jax_callback_still_stops_the_run_at_the_next_chunk(tmp_path, monkeypatch):
+    from pinnlab.training import Trainer
+
+    advance, calls = Trainer.advance, []
+
+    def advance_and_lose_a_ctrl_c(self, n):
+        calls.append(n)
+        if len(calls) == 1:
+            _lose_a_sigint_in_a_gc_callback()  # swallowed: training goes on
+        return advance(self, n)
+
+    monkeypatch.setattr(Trainer, "advance", advance_and_lose_a_ctrl_c)
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    out = tmp_path / "run"
+    code, _, err = _run_main([*TINY, "--steps", "1000", "--out", str(out), "--no-report"])
+    assert code == 130 and "Exception ignored" not in err and unraisable == [], err
+    history = History.load(out)
+    assert history.status == "interrupted" and len(history.curve("steps")) == 100  # stopped after its first chunk
+
+
+def test_a_signal_wrapped_in_a_system_error_saves_the_run(tmp_path, monkeypatch):
+    from pinnlab.training import Trainer
+
+    advance, calls = Trainer.advance, []
+
+    def hup_inside_a_c_callback(self, n):  # numpy calling JAX's dtype hook as SIGHUP's handler raises
+        calls.append(n)
+        if len(calls) == 2:
+            try:
+                raise cli.Interrupted(signal.SIGHUP)
+            except KeyboardInterrupt as e:
+                raise SystemError("<function __numpy_dtype__> returned a result with an exception set") from e
+        return advance(self, n)
+
+    monkeypatch.setattr(Trainer, "advance", hup_inside_a_c_callback)
+    out = tmp_path / "run"
+    code, _, err = _run_main([*TINY, "--out", str(out), "--no-report"])
+    assert code == 128 + signal.SIGHUP and "interrupted by SIGHUP at step 100" in err, err
+    assert History.load(out).status == "interrupted"
+
+
+def test_a_missing_jax_platform_is_one_line_exit_code_2(tmp_path):
+    env = {**os.environ, "JAX_PLATFORMS": "cuda"}  # no CUDA plugin in the test venv (skipped where one exists)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    probe = subprocess.run([sys.executable, "-c", "import jax; jax.devices()"], env=env, capture_output=True)
+    if probe.returncode == 0:
+        pytest.skip("this machine has a CUDA backend")
+    proc = subprocess.run([sys.executable, "-m", "pinnlab", *TINY, "--out", str(tmp_path / "run")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "JAX cannot start a backend" in proc.stderr and "JAX_PLATFORMS='cuda'" in proc.stderr
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_stdout_on_a_full_device_is_one_line_exit_code_3_and_the_run_is_written(tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # JAX set it in this process: the CLI's own default, as a user gets it
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "pinnlab", *TINY, "--out", str(out), "--no-report"], env=env,
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert proc.returncode == cli.WRITE_FAILED and proc.stderr.count("\n") == 1, proc.stderr
+    assert "cannot write to standard output (No space left on device)" in proc.stderr
+    assert History.load(out).status == "completed"

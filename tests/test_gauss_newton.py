@@ -14,6 +14,10 @@ from pinnlab import TrainConfig, Trainer, convention, gauss_newton, make_problem
 from pinnlab.problems.base import Linear, fixed, linear
 from tests.conftest import explicit_jacobian, float64, sample_points, small_net, small_problem, to64
 
+# The step under test, compiled as the trainer compiles it: run op by op, each call dispatched ~10 s of
+# primitives on these machines. (apply, terms and the optimizer are hashable values: static.)
+_step = jax.jit(gauss_newton.step, static_argnums=(0, 1, 7))
+
 WEIGHTS = (2.0, 0.5, 3.0)
 
 
@@ -45,7 +49,7 @@ def wave_case():
 def test_one_step_equals_the_dense_primal_solve(wave_case, mu):
     problem, net, params, points = wave_case
     with float64():
-        new, state, losses = gauss_newton.step(net.apply, problem.terms, params, _state(mu), points,
+        new, state, losses = _step(net.apply, problem.terms, params, _state(mu), points,
                                                jnp.asarray(WEIGHTS), 1.0)
         delta, jw, b = _reference_step(net.apply, problem.terms, params, points, WEIGHTS, mu)
         flat0, unravel = ravel_pytree(params)
@@ -87,7 +91,7 @@ def test_a_linear_least_squares_problem_is_solved_in_one_step(n_params, n_u, n_r
         terms, points = _linear_terms(n_u, n_r)
         weights = jnp.asarray([10.0, 0.01])
         params = {"w": jnp.linspace(-1.0, 1.0, n_params)}
-        new, state, _ = gauss_newton.step(_features, terms, params, _state(mu), points, weights, 1.0)
+        new, state, _ = _step(_features, terms, params, _state(mu), points, weights, 1.0)
         jac = explicit_jacobian(_features, params, terms, points)
         r0 = np.concatenate([np.asarray(t.residuals(_features, params, x)) for t, x in zip(terms, points)])
         r1 = np.concatenate([np.asarray(t.residuals(_features, new, x)) for t, x in zip(terms, points)])
@@ -107,8 +111,8 @@ def test_structured_and_jacobian_paths_give_the_same_step(wave_case):
         k_s = gauss_newton.kernel(net.apply, problem.terms, params, points)
         k_j = gauss_newton.kernel(plain, problem.terms, params, points)
         args = (_state(1e-3), points, jnp.asarray(WEIGHTS), 1.0)
-        a = gauss_newton.step(net.apply, problem.terms, params, *args)[0]
-        b = gauss_newton.step(plain, problem.terms, params, *args)[0]
+        a = _step(net.apply, problem.terms, params, *args)[0]
+        b = _step(plain, problem.terms, params, *args)[0]
     np.testing.assert_allclose(k_s, k_j, rtol=1e-10, atol=1e-12 * np.abs(k_j).max())
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-12)
@@ -124,8 +128,8 @@ def test_the_matrix_free_step_equals_the_dense_step(wave_case, structured, mu):
     cg = gauss_newton.LevenbergMarquardt(solver="cg", cg_iters=4 * n, cg_tol=1e-14)
     with float64():
         args = (_state(mu), points, jnp.asarray(WEIGHTS), 1.0)
-        dense = gauss_newton.step(apply, problem.terms, params, *args)
-        free = gauss_newton.step(apply, problem.terms, params, *args, cg)
+        dense = _step(apply, problem.terms, params, *args)
+        free = _step(apply, problem.terms, params, *args, cg)
     for x, y in zip(jax.tree.leaves(free[0]), jax.tree.leaves(dense[0]), strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-7, atol=1e-10)
     np.testing.assert_allclose(float(free[1].rho), float(dense[1].rho), rtol=1e-6)
@@ -137,9 +141,9 @@ def test_a_truncated_matrix_free_solve_is_judged_by_its_own_gain_ratio(wave_case
     problem, net, params, points = wave_case
     cg = gauss_newton.LevenbergMarquardt(solver="cg", cg_iters=2)
     with float64():
-        p, state, _ = gauss_newton.step(net.apply, problem.terms, params, _state(1e-3), points,
+        p, state, _ = _step(net.apply, problem.terms, params, _state(1e-3), points,
                                         jnp.asarray(WEIGHTS), 1.0, cg)
-        dense = gauss_newton.step(net.apply, problem.terms, params, _state(1e-3), points, jnp.asarray(WEIGHTS), 1.0)
+        dense = _step(net.apply, problem.terms, params, _state(1e-3), points, jnp.asarray(WEIGHTS), 1.0)
         loss = lambda q: float(training.total_loss(net.apply, problem, q, points, jnp.asarray(WEIGHTS))[0])  # noqa: E731
         before, after = loss(params), loss(p)
         far = max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(p), jax.tree.leaves(dense[0])))
@@ -151,7 +155,7 @@ def test_a_truncated_matrix_free_solve_is_judged_by_its_own_gain_ratio(wave_case
 def test_an_unknown_solver_is_refused(wave_case):
     problem, net, params, points = wave_case
     with float64(), pytest.raises(ValueError, match="solver 'qr'"):
-        gauss_newton.step(net.apply, problem.terms, params, _state(1e-3), points, jnp.asarray(WEIGHTS), 1.0,
+        _step(net.apply, problem.terms, params, _state(1e-3), points, jnp.asarray(WEIGHTS), 1.0,
                           gauss_newton.LevenbergMarquardt(solver="qr"))
 
 
@@ -161,7 +165,7 @@ def test_a_rejected_step_leaves_the_parameters_and_grows_the_damping(wave_case):
         # lr 3 overshoots the linearised minimum: the predicted loss rises, so the step is rejected
         state, p = _state(1e-2), params
         for _ in range(2):
-            p, state, _ = gauss_newton.step(net.apply, problem.terms, p, state, points, jnp.asarray(WEIGHTS), 3.0)
+            p, state, _ = _step(net.apply, problem.terms, p, state, points, jnp.asarray(WEIGHTS), 3.0)
     for x, y in zip(jax.tree.leaves(p), jax.tree.leaves(params), strict=True):
         np.testing.assert_array_equal(x, y)
     assert (int(state.accepted), int(state.rejected)) == (0, 2)
@@ -175,7 +179,7 @@ def test_the_trainer_steps_exactly_as_the_solve_and_reaches_the_poisson_solution
                           TrainConfig(optimizer="lm", lr=1.0, steps=300, chunk=50))
         p0, s0 = trainer.state.params, trainer.state.opt_state
         trainer.advance(1)
-        want, state, _ = gauss_newton.step(trainer.apply, problem.terms, p0, s0, trainer.data,
+        want, state, _ = _step(trainer.apply, problem.terms, p0, s0, trainer.data,
                                            trainer.state.weights, 1.0)
         for x, y in zip(jax.tree.leaves(trainer.state.params), jax.tree.leaves(want), strict=True):
             np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-14)
@@ -193,7 +197,7 @@ def test_a_step_scale_schedule_scales_each_step():
         for step in range(2):
             p, s = trainer.state.params, trainer.state.opt_state
             trainer.advance(1)
-            want = gauss_newton.step(trainer.apply, problem.terms, p, s, trainer.data, trainer.state.weights,
+            want = _step(trainer.apply, problem.terms, p, s, trainer.data, trainer.state.weights,
                                      0.5 * 0.5**step)[0]
             for x, y in zip(jax.tree.leaves(trainer.state.params), jax.tree.leaves(want), strict=True):
                 np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-14)

@@ -389,3 +389,30 @@ def test_a_json_beside_another_saves_npz_is_refused(tmp_path):
     (b / "history.npz").write_bytes((a / "history.npz").read_bytes())  # what a reader meets mid-save
     with pytest.raises(HistoryFileError, match="history.npz is not the one saved with it"):
         History.load(b)
+
+
+def test_a_load_during_saves_waits_for_the_pair_and_never_mixes_them(tmp_path):
+    import threading
+
+    run = tmp_path / "run"
+    pair = {1.5: [1.0, 0.5], 2.5: [1.0, 0.25]}  # seconds (history.json) -> rel_l2 (history.npz), per save
+    saves = [_history(seconds=s, rel_l2=r) for s, r in pair.items()]
+    saves[0].save(run)
+    done, seen, saved = threading.Event(), [], []
+
+    def write():
+        while not done.is_set():
+            saves[len(saved) % 2].save(run)
+            saved.append(1)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        for _ in range(300):  # without the wait, ~5 % of these met a json beside the other save's npz
+            h = History.load(run)
+            seen.append((h.seconds, h.rel_l2))
+    finally:
+        done.set()
+        writer.join()
+    assert len(saved) > 10, len(saved)  # the loads really met saves in progress
+    assert all(pair[s] == r for s, r in seen), [x for x in seen if pair[x[0]] != x[1]][:3]

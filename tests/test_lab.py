@@ -887,6 +887,12 @@ def test_the_whole_kernel_mode_spans_every_term_and_reset_hides_it():
     with pytest.raises(ValueError, match="unknown block"):
         lab.show_mode("q", 1)
     assert lab.shown_mode == ("K", 1)  # a bad request changes nothing
+    before = list(lab.figure.data)
+    lab.show_mode("r", 2)  # another mode while one is shown: the same traces, restyled, no new figure
+    assert all(a is b for a, b in zip(before, lab.figure.data, strict=True))
+    assert len(trace(lab, "vec:u").y) == 0 and len(trace(lab, "vec:r").y) == len(lab.trainer.probe[1])
+    assert not trace(lab, "vec:u").showlegend and trace(lab, "vec:r").showlegend
+    assert trace(lab, "vec:r").name.startswith("mode 2 of λ·K_rr") and "mode 2 of" in lab.controls.caption.value
     lab.reset()
     assert lab.shown_mode is None and trace(lab, "pred") is not None
 
@@ -896,6 +902,9 @@ def test_a_2d_mode_colours_the_probe_points_and_a_compare_shows_a():
     lab.show_mode("ut", 2)
     drawn = trace(lab, "vec:ut")
     assert len(drawn.x) == 20 and np.max(np.abs(drawn.marker.color)) == 1.0
+    lab.show_mode("ut", 1)  # restyled in place: the colours are mode 1's
+    want = lab.runs[0].eigenmode.vectors[lab.trainer.problem.term_names.index("ut")]
+    np.testing.assert_allclose(np.asarray(trace(lab, "vec:ut").marker.color), want, rtol=1e-6)
     assert not [k for (_, r, k) in lab._model.index if r == 1 and k.startswith("vec:")]  # A's points only
 
 

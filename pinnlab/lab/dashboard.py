@@ -303,8 +303,9 @@ class Lab:
         eigenvalue in the spectra panel does the same; clicking it again hides it. Computed at the current
         step with the current weights (:mod:`pinnlab.lab.eigenmode`); a reset hides it.
         """
+        shown = self._mode_choice is not None
         if block is None:
-            if self._mode_choice is None:
+            if not shown:
                 return
             self._mode_choice = None
             for run in self.runs:
@@ -314,9 +315,14 @@ class Lab:
             for run, mode in zip(self.runs, found):
                 run.eigenmode = mode
             self._mode_choice = (block, int(rank))
-        self._rebuild_figure()
-        self._drawn_key = None
-        self._draw(full=True)
+        if shown and block is not None and self.backend == "widget":  # same grid: only the panel's traces change
+            with self.figure.batch_update():
+                for index, props in self._model.restyle(self._views(self._replay), panels.EIGENMODE):
+                    self.figure.data[index].update(props)
+        else:  # the panel comes or goes: a new grid
+            self._rebuild_figure()
+            self._drawn_key = None
+            self._draw(full=True)
         self._caption("" if block is None else html.escape(self._mode_caption(self.runs[0].eigenmode)))
 
     def _mode_caption(self, m: eigenmode.Eigenmode) -> str:

@@ -135,6 +135,24 @@ class View:
                         out.append((index, props))
         return out
 
+    def restyle(self, views: list[RunView], panel: Panel) -> list[tuple[int, dict]]:
+        """Every property of ``panel``'s traces (names, legend, markers too: :meth:`updates` sends only data),
+        for a panel whose content changes in kind but not in its traces: another clicked eigenvector."""
+        out = []
+        for c, (cell, runs) in enumerate(self.cells):
+            if cell is not panel:
+                continue
+            for r in runs:
+                for trace in panel.traces(views[r]):
+                    index = self.index.get((c, r, trace.pop("key")))
+                    if index is not None:
+                        trace.pop("type")
+                        for k in DATA_KEYS:
+                            if k in trace:
+                                self._same(index, k, trace[k])  # what was sent, for the next frame's comparison
+                        out.append((index, trace))
+        return out
+
     def _same(self, index: int, key: str, value) -> bool:
         """Whether ``value`` equals what was last sent for this trace property (and remember it if not)."""
         old = self._sent.get((index, key))

@@ -11,6 +11,7 @@ import inspect
 import pkgutil
 import warnings
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -48,14 +49,30 @@ def make_problem(name: str, **kwargs) -> Problem:
         except (OverflowError, FloatingPointError, np.linalg.LinAlgError) as e:  # e.g. c**2 for c = 1e300
             raise ValueError(f"problem {name} with {kwargs} cannot be built ({type(e).__name__}: {e}); "
                              "choose smaller parameters") from None
-        with warnings.catch_warnings():  # the overflow is the finding, reported below
-            warnings.simplefilter("ignore", RuntimeWarning)
-            exact = np.asarray(problem.exact(jnp.asarray(problem.grid)))
-        if not np.all(np.isfinite(exact)):
-            raise ValueError(f"problem {name} with {kwargs} has a non-finite exact solution on its grid; "
-                             "choose smaller parameters")
+        _check_float32(problem, kwargs)
         _CACHE[key] = problem
     return _CACHE[key]
+
+
+def _check_float32(problem: Problem, kwargs: dict) -> None:
+    """Refuse a problem that overflows float32 (the nets train in it) before any training: its exact solution on
+    the grid, its terms' coefficients, and each term's loss at u = 0 (its forcing, squared) on a few points."""
+    too_big = [t.name for t in problem.terms if t.operator and max(map(abs, t.operator.values())) > F32_MAX]
+    with warnings.catch_warnings():  # the overflow is the finding, reported below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if not np.all(np.isfinite(np.asarray(problem.exact(jnp.asarray(problem.grid))))):
+            raise ValueError(f"problem {problem.name} with {kwargs} has a non-finite exact solution on its grid; "
+                             "choose smaller parameters")
+        for t in problem.terms:
+            x = jnp.asarray(t.sampler(jax.random.PRNGKey(0), min(t.n, 64)), jnp.float32)
+            if not too_big and not np.isfinite(float(t.loss(lambda p, y: 0.0 * y[0], None, x))):
+                too_big.append(t.name)
+    if too_big:
+        raise ValueError(f"problem {problem.name} with {kwargs}: term {too_big[0]!r} overflows float32 (its "
+                         "coefficients, or its loss at u = 0, pass 3.4e38); choose smaller parameters")
+
+
+F32_MAX = float(np.finfo(np.float32).max)
 
 
 def _checked(name: str, kwargs: dict) -> dict:
@@ -69,6 +86,8 @@ def _checked(name: str, kwargs: dict) -> dict:
             out[key] = checks.integer(key, value, 1, checks.MAX_POINTS)
         else:
             out[key] = checks.number(key, value)
+            if abs(out[key]) > F32_MAX:  # the nets train in float32
+                raise ValueError(f"{key} = {value!r} is past float32's largest number (3.4e38); choose a smaller one")
     return out
 
 
