@@ -39,6 +39,17 @@ def number(name: str, value, low: float | None = None, high: float | None = None
     return value
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # the nets train in float32: a PDE parameter past it is inf there
+
+
+def float32_number(name: str, value) -> float:
+    """``value`` as a finite float that float32 holds too (a PDE parameter)."""
+    value = number(name, value)
+    if abs(value) > FLOAT32_MAX:
+        raise ValueError(f"{name} = {value!r} is past float32's largest number (3.4e38); choose a smaller one")
+    return value
+
+
 def seed(value, name: str = "seed") -> int:
     """A PRNG seed: an integer in 0..2**32 - 1."""
     return integer(name, value, 0, MAX_SEED)

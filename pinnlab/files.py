@@ -52,8 +52,7 @@ def write_files(directory, files: Mapping[str, Content]) -> list[Path]:
                 raise IsADirectoryError(errno.EISDIR, "a directory is in the way")
             written.append((_temporary(directory, name), target))
             _fill(Path(written[-1][0]), content)
-        for tmp, target in written:
-            os.replace(tmp, target)
+        _commit(directory, written)
     except BaseException as e:
         for tmp, _ in written:
             with contextlib.suppress(OSError):
@@ -62,6 +61,34 @@ def write_files(directory, files: Mapping[str, Content]) -> list[Path]:
             raise WriteError(e.errno, f"cannot write {target} ({e.strerror or e})") from e
         raise
     return [path for _, path in written]
+
+
+def _commit(directory: Path, written: list[tuple[str, Path]]) -> None:
+    """Rename each temporary over its target; if one rename fails, undo those done (the old files come back from
+    hard links made first, new names are removed), so the set is never half replaced."""
+    backups: dict[Path, str | None] = {}
+    try:
+        for _, target in written:
+            backups[target] = None
+            if target.exists():
+                backups[target] = tempfile.mktemp(dir=directory, prefix=f".{target.name}.", suffix=".old")
+                os.link(target, backups[target])
+        done = []
+        try:
+            for tmp, target in written:
+                os.replace(tmp, target)
+                done.append(target)
+        except BaseException:
+            for target in done:
+                with contextlib.suppress(OSError):
+                    os.replace(backups[target], target) if backups[target] else os.unlink(target)
+                    backups[target] = None
+            raise
+    finally:
+        for backup in backups.values():
+            if backup:
+                with contextlib.suppress(OSError):
+                    os.unlink(backup)
 
 
 def write_file(path, content: Content) -> Path:

@@ -311,3 +311,21 @@ def test_stdout_on_a_full_device_is_one_line_exit_code_3_and_the_run_is_written(
     assert proc.returncode == cli.WRITE_FAILED and proc.stderr.count("\n") == 1, proc.stderr
     assert "cannot write to standard output (No space left on device)" in proc.stderr
     assert History.load(out).status == "completed"
+
+
+def test_a_rename_failing_half_way_through_the_set_puts_the_old_run_back(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    assert _run_main([*TINY, "--out", str(out), "--no-report"])[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:  # the first file of the new set is already in place
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", replace)
+    code, _, err = _run_main([*TINY, "--seed", "7", "--out", str(out), "--no-report"])
+    assert code == cli.WRITE_FAILED and "Input/output error" in err and f"{out} is unchanged" in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temporaries, no backups, old bytes

@@ -89,7 +89,7 @@ class LabState:
             checks.integer(name, getattr(self, name), low, high)
         for name in ("lr", "lr_scale", "decay"):
             checks.number(name, getattr(self, name), positive=True)
-        checks.number("param", self.param)
+        checks.float32_number("param", self.param)
 
     # -- views --------------------------------------------------------------------------------
     def replace(self, **changes) -> LabState:

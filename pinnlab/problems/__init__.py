@@ -57,7 +57,7 @@ def make_problem(name: str, **kwargs) -> Problem:
 def _check_float32(problem: Problem, kwargs: dict) -> None:
     """Refuse a problem that overflows float32 (the nets train in it) before any training: its exact solution on
     the grid, its terms' coefficients, and each term's loss at u = 0 (its forcing, squared) on a few points."""
-    too_big = [t.name for t in problem.terms if t.operator and max(map(abs, t.operator.values())) > F32_MAX]
+    too_big = [t.name for t in problem.terms if t.operator and max(map(abs, t.operator.values())) > checks.FLOAT32_MAX]
     with warnings.catch_warnings():  # the overflow is the finding, reported below
         warnings.simplefilter("ignore", RuntimeWarning)
         if not np.all(np.isfinite(np.asarray(problem.exact(jnp.asarray(problem.grid))))):
@@ -72,8 +72,6 @@ def _check_float32(problem: Problem, kwargs: dict) -> None:
                          "coefficients, or its loss at u = 0, pass 3.4e38); choose smaller parameters")
 
 
-F32_MAX = float(np.finfo(np.float32).max)
-
 
 def _checked(name: str, kwargs: dict) -> dict:
     """Keywords of the problem function, each checked by the type of its default."""
@@ -85,9 +83,7 @@ def _checked(name: str, kwargs: dict) -> dict:
         if isinstance(params[key].default, int):
             out[key] = checks.integer(key, value, 1, checks.MAX_POINTS)
         else:
-            out[key] = checks.number(key, value)
-            if abs(out[key]) > F32_MAX:  # the nets train in float32
-                raise ValueError(f"{key} = {value!r} is past float32's largest number (3.4e38); choose a smaller one")
+            out[key] = checks.float32_number(key, value)
     return out
 
 
