@@ -69,10 +69,7 @@ def _commit(directory: Path, written: list[tuple[str, Path]]) -> None:
     backups: dict[Path, str | None] = {}
     try:
         for _, target in written:
-            backups[target] = None
-            if target.exists():
-                backups[target] = tempfile.mktemp(dir=directory, prefix=f".{target.name}.", suffix=".old")
-                os.link(target, backups[target])
+            backups[target] = _link_old(directory, target)
         done = []
         try:
             for tmp, target in written:
@@ -89,6 +86,21 @@ def _commit(directory: Path, written: list[tuple[str, Path]]) -> None:
             if backup:
                 with contextlib.suppress(OSError):
                     os.unlink(backup)
+
+
+def _link_old(directory: Path, target: Path, tries: int = 8) -> str | None:
+    """A hard link to ``target`` under a unique name, or None if there is no ``target``."""
+    for attempt in range(tries):
+        if not target.exists():
+            return None
+        backup = tempfile.mktemp(dir=directory, prefix=f".{target.name}.", suffix=".old")  # link() never overwrites
+        try:
+            os.link(target, backup)
+            return backup
+        except FileNotFoundError:  # Linux: another writer renamed over target while it was linked; link the new one
+            if attempt + 1 == tries:
+                raise
+    return None
 
 
 def write_file(path, content: Content) -> Path:

@@ -329,3 +329,20 @@ def test_a_rename_failing_half_way_through_the_set_puts_the_old_run_back(tmp_pat
     code, _, err = _run_main([*TINY, "--seed", "7", "--out", str(out), "--no-report"])
     assert code == cli.WRITE_FAILED and "Input/output error" in err and f"{out} is unchanged" in err, err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temporaries, no backups, old bytes
+
+
+def test_the_old_file_is_linked_again_when_another_writer_replaces_it_mid_link(tmp_path, monkeypatch):
+    # Linux's link() fails with ENOENT when another writer renames over its source during the call
+    files.write_files(tmp_path, {"a.json": "old"})
+    real, calls = os.link, []
+
+    def link(src, dst):
+        calls.append(dst)
+        if len(calls) == 1:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), src)
+        real(src, dst)
+
+    monkeypatch.setattr(files.os, "link", link)
+    files.write_files(tmp_path, {"a.json": "new"})
+    assert len(calls) == 2 and (tmp_path / "a.json").read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # the backup was removed after the set landed
