@@ -78,8 +78,11 @@ def _commit(directory: Path, written: list[tuple[str, Path]]) -> None:
         except BaseException:
             for target in done:
                 with contextlib.suppress(OSError):
-                    os.replace(backups[target], target) if backups[target] else os.unlink(target)
-                    backups[target] = None
+                    if backups[target]:
+                        os.replace(backups[target], target)
+                        backups[target] = None
+                    elif backups[target] is None:  # it did not exist before this set
+                        os.unlink(target)
             raise
     finally:
         for backup in backups.values():
@@ -89,7 +92,8 @@ def _commit(directory: Path, written: list[tuple[str, Path]]) -> None:
 
 
 def _link_old(directory: Path, target: Path, tries: int = 8) -> str | None:
-    """A hard link to ``target`` under a unique name, or None if there is no ``target``."""
+    """A hard link to ``target`` under a unique name; None if there is no ``target``, ``""`` if the file system
+    makes no hard links (FAT, some network shares: the set is then renamed without a way back)."""
     for attempt in range(tries):
         if not target.exists():
             return None
@@ -100,6 +104,10 @@ def _link_old(directory: Path, target: Path, tries: int = 8) -> str | None:
         except FileNotFoundError:  # Linux: another writer renamed over target while it was linked; link the new one
             if attempt + 1 == tries:
                 raise
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
+                raise
+            return ""
     return None
 
 

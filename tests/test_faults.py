@@ -346,3 +346,15 @@ def test_the_old_file_is_linked_again_when_another_writer_replaces_it_mid_link(t
     files.write_files(tmp_path, {"a.json": "new"})
     assert len(calls) == 2 and (tmp_path / "a.json").read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # the backup was removed after the set landed
+
+
+def test_a_file_system_without_hard_links_still_takes_the_set(tmp_path, monkeypatch):
+    files.write_files(tmp_path, {"a.json": "old", "b.json": "old"})
+
+    def no_links(src, dst):
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), src)  # what vfat answers
+
+    monkeypatch.setattr(files.os, "link", no_links)
+    files.write_files(tmp_path, {"a.json": "new", "b.json": "new"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]
+    assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text() == "new"
