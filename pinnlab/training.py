@@ -378,15 +378,27 @@ class Trainer:
         if rule == "none":
             self.set_weights(self.fixed_weights)
         else:
-            traces = _jitted_traces(self.apply, self.problem)(self.state.params, self.probe)
-            counts = jnp.asarray([t.n_ntk for t in self.problem.terms], jnp.float32)
-            gradients = lambda: _jitted_gradient_stats(self.apply, self.problem)(self.state.params, self.data)  # noqa: E731
-            stats = weighting.Stats(traces, counts, gradients)
-            new, _ = weighting.update(weighting.rule_index(rule), stats, self.state.weights, self.momentum)
+            new, traces = self._weights_now(rule)
             self.state = self.state._replace(weights=new.astype(self.state.weights.dtype),
                                              traces=traces.astype(self.state.traces.dtype))
         self.rule = rule
         self.history.add_event(self.step, "rule", rule)
+
+    def warm_rule_switch(self) -> None:
+        """Compile what a switch to Algorithm 1 computes (the traces on the probe points, the rule's update),
+        changing nothing, so that the first :meth:`set_rule` costs what later ones do. Safe to call from
+        another thread while this trainer trains (the dashboard does, after the first chunk)."""
+        self._weights_now("ntk")
+
+    def _weights_now(self, rule: str) -> tuple[jax.Array, jax.Array]:
+        """The weights adaptive ``rule`` gives at the current parameters, and the probe traces they came from."""
+        params, weights = self.state.params, self.state.weights
+        traces = _jitted_traces(self.apply, self.problem)(params, self.probe)
+        counts = jnp.asarray([t.n_ntk for t in self.problem.terms], jnp.float32)
+        gradients = lambda: _jitted_gradient_stats(self.apply, self.problem)(params, self.data)  # noqa: E731
+        new, _ = weighting.update(weighting.rule_index(rule), weighting.Stats(traces, counts, gradients), weights,
+                                  self.momentum)
+        return new, traces
 
     def set_chunk(self, chunk: int) -> None:
         """Run ``chunk`` steps per jitted call from now on (a new length compiles once)."""

@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("ipywidgets")
 pytest.importorskip("anywidget")
 
-from pinnlab import ntk  # noqa: E402
+from pinnlab import ntk, training  # noqa: E402
 from pinnlab.history import History  # noqa: E402
 from pinnlab.lab import Lab, LabState, tasks  # noqa: E402
 from pinnlab.lab import run as lab_run  # noqa: E402
@@ -174,6 +174,24 @@ def test_switching_the_rule_off_restores_unit_weights_and_lr_scale_applies():
     lab.run(lab.runs[0].chunk)
     assert lab.trainer.compilations == compilations  # live controls never recompile
     assert np.allclose(lab.history.curve("weights")[-1], 1.0)
+
+
+def test_the_first_switch_to_algorithm_1_was_compiled_off_the_event_loop_after_the_first_chunk(monkeypatch):
+    lab = Lab("poisson", **SMALL)
+    run = lab.runs[0]
+    assert run.warming is None  # nothing competes with the first chunk's compile
+    lab.run(run.chunk)
+    run.warming.join(timeout=120)
+    assert not run.warming.is_alive()
+    assert lab.trainer.rule == "none" and np.all(np.asarray(lab.trainer.state.weights) == 1)  # it changed nothing
+    jitted = training._jitted_traces(lab.trainer.apply, lab.trainer.problem)
+    compiled = jitted._cache_size()
+    assert compiled >= 1
+    # the click's switch finds the probe traces compiled: tracing them again would call ntk.traces
+    monkeypatch.setattr(ntk, "traces", lambda *a, **k: pytest.fail("the rule switch traced the probe traces"))
+    lab.set(rule="ntk")
+    assert jitted._cache_size() == compiled
+    assert lab.trainer.rule == "ntk" and lab.trainer.state.weights[0] > 10  # Poisson's lambda_u, as in training
 
 
 def test_pause_stops_within_a_chunk_and_run_resumes():

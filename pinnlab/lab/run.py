@@ -10,8 +10,10 @@ the lab's net and terms (``"structured"`` for every lab preset: see :attr:`LiveR
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import statistics
+import threading
 import time
 from collections import deque
 
@@ -116,6 +118,7 @@ class LiveRun:
         self.keyframes: list[Keyframe] = []
         self.chunk_seconds: deque[float] = deque(maxlen=6)
         self.compiled = False  # the first chunk compiles (or loads from the persistent cache)
+        self.warming: threading.Thread | None = None  # compiles what the first click on the rule toggle computes
         self.thinned = 1  # factor by which the History's per-step rows were thinned
         self.diverged_at: int | None = None
         self._checkpoint = None  # the trainer's state before the last live-control change
@@ -157,6 +160,8 @@ class LiveRun:
         self._advance_twin(snap, scale)
         if self.compiled:
             self.chunk_seconds.append(time.perf_counter() - t0)
+        else:  # the step is compiled: compile the first rule switch's work too, off the event loop
+            self.warming = _warm_in_background(self.trainer)
         self.compiled = True
         self._step = self.trainer.step
         if snap.diverged is not None:
@@ -376,6 +381,18 @@ class LiveRun:
         note = f" ({', '.join(thinned)} to bound memory)" if thinned else ""
         t.history.finish(np.asarray(self._predict(t.state.params)), t.seconds, status, message + note)
         return t.history
+
+
+def _warm_in_background(trainer: Trainer) -> threading.Thread:
+    """Start :meth:`Trainer.warm_rule_switch` on a thread. Otherwise the first click on the rule toggle
+    traces and compiles the probe traces on the event loop while the room waits (0.1 s for Poisson,
+    0.3 s for wave on a quiet 2-core VM, three times that under load); later clicks take ~1 ms."""
+    def warm():
+        with contextlib.suppress(Exception):  # only a warm-up: the switch itself reports any error
+            trainer.warm_rule_switch()
+    thread = threading.Thread(target=warm, name="pinnlab-warm-rule-switch", daemon=True)
+    thread.start()
+    return thread
 
 
 def _estimate(state: LabState, problem) -> int:
