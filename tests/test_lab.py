@@ -442,21 +442,32 @@ def test_a_cheap_ntk_refreshes_the_spectra_within_the_time_budget():
     assert not lab._keyframe_due(now) and lab._keyframe_due(now + 1.0)
 
 
-def test_a_live_change_while_running_gets_the_next_frame_without_the_rate_limit_but_never_a_queue(monkeypatch):
+def _ack(lab: Lab) -> None:
+    """The front end's acknowledgement of the newest edit, as its message sets the widget's trait."""
+    lab.figure._js2py_traceDeltas = {"trace_edit_id": lab.figure._last_trace_edit_id}
+
+
+def test_a_click_while_running_is_drawn_at_once_or_right_after_the_frame_in_flight_never_behind_it(monkeypatch):
     lab = Lab("poisson", **SMALL)
-    lab._last_frame, lab._frame_cost = time.perf_counter(), 0.02  # just drew; 20 ms frames: one per 0.4 s
-    in_flight = [0]
-    monkeypatch.setattr(lab.figure, "edits_in_flight", lambda: in_flight[0])
-    assert not lab.frame_due()  # the rate limit holds a plain frame back
+    lab.run(lab.runs[0].chunk)
     monkeypatch.setattr(Lab, "running", property(lambda self: True))
-    lab.set(rule="ntk")  # acts at the next chunk, whose frame is urgent
-    lab._last_frame = time.perf_counter()  # (the switch computed traces: keep the last frame recent)
-    assert lab._urgent and lab.frame_due()
-    in_flight[0] = 1  # the front end has not drawn the last frame: no second one behind it
-    assert not lab.frame_due()
-    in_flight[0] = 0
-    lab.draw()
-    assert not lab._urgent and not lab.frame_due()
+    lab._last_frame, lab._frame_cost = time.perf_counter(), 0.02  # just drew; 20 ms frames: one per 0.4 s
+    assert lab.figure.edits_in_flight() > 0 and not lab.frame_due()  # no front end has drawn the last frame
+    drawn = lab.frames_drawn
+    lab.set(rule="ntk")  # a frame is in flight: none goes out behind it
+    assert lab.frames_drawn == drawn and lab._urgent and not lab.frame_due()
+    _ack(lab)  # the front end drew it: the click's frame goes out now, not after the next chunk
+    assert lab.frames_drawn == drawn + 1 and not lab._urgent
+    shares = [np.asarray(trace(lab, f"share:{t}").y)[-1] for t in ("u", "r")]
+    np.testing.assert_allclose(shares[0], shares[1], rtol=1e-5)  # the frame shows Algorithm 1's balance
+    _ack(lab)
+    assert lab.figure.edits_in_flight() == 0 and not lab.frame_due()  # the rate limit holds plain frames back
+    lab.set(rule="none")  # nothing in flight: drawn at once, between chunks
+    assert lab.frames_drawn == drawn + 2 and not lab._urgent
+    shares = [np.asarray(trace(lab, f"share:{t}").y)[-1] for t in ("u", "r")]
+    assert max(shares) > 10 * min(shares)  # apart again, at once
+    _ack(lab)
+    assert lab.frames_drawn == drawn + 2  # an acknowledgement with no click waiting draws nothing
 
 
 def test_the_spectra_solve_on_one_blas_thread_and_restore_the_setting(monkeypatch):

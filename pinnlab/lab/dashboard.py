@@ -207,7 +207,15 @@ class Lab:
             return fig
         widget = figure_widget(fig)
         self._listen_to_spectra(widget)
+        if hasattr(widget, "on_drawn"):  # not plotly's stock widget (PINNLAB_PLAIN_FIGUREWIDGET)
+            widget.on_drawn(lambda: self._guard(self._drawn))
         return widget
+
+    def _drawn(self) -> None:
+        """The front end drew the last frame: a click's frame waiting for that goes out now, not after the
+        next chunk."""
+        if self._urgent and self.running and self._edits_in_flight() == 0:
+            self._draw()
 
     def _listen_to_spectra(self, widget) -> None:
         """Clicking an eigenvalue of a block (or of K) in the spectra panel shows its eigenvector."""
@@ -642,13 +650,17 @@ class Lab:
         """Whether to draw now: the front end has drawn the last frame (or timed out), and the rate and
         time budgets allow it."""
         since = time.perf_counter() - self._last_frame
-        in_flight = getattr(self.figure, "edits_in_flight", None)
-        drawn = in_flight is None or in_flight() == 0
-        if self._urgent and drawn:  # the chunk after a click: show its effect now, still never a queue
+        drawn = self._edits_in_flight() == 0
+        if self._urgent and drawn:  # a click's frame held back by one in flight: show it now, never a queue
             return True
         if since < max(MIN_FRAME_SECONDS, self._frame_cost / FRAME_BUDGET):
             return False
         return drawn or since >= ACK_TIMEOUT
+
+    def _edits_in_flight(self) -> int:
+        """Frames sent and not yet drawn by the front end (0 without that bookkeeping: the static backend)."""
+        in_flight = getattr(self.figure, "edits_in_flight", None)
+        return 0 if in_flight is None else in_flight()
 
     # -- drawing ------------------------------------------------------------------------------------------------
     def draw(self) -> None:
@@ -796,7 +808,9 @@ class Lab:
             self.figure.layout.title.text = self._title()
         if not self.running:  # paused: show the effect (weights, shares, budget line) at once
             self._draw(full=True)
-        else:  # the next chunk trains with it: its frame goes out as soon as the front end drew the last one
+        elif self._edits_in_flight() == 0:  # between chunks (callbacks run on the loop): show it now too
+            self._draw(full="budget" in fields)
+        else:  # as soon as the front end has drawn the frame in flight (_drawn), never behind it
             self._urgent = True
 
     def _live_changed(self, name: str, value) -> None:

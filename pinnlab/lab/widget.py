@@ -43,7 +43,8 @@ pinned by ``tests/test_widget.py``:
    one message per attached view, in order, and once more when a view first renders (carrying the
    newest edit it rendered). :meth:`LabFigureWidget.edits_in_flight` counts the edits
    sent and not yet acknowledged, so the dashboard can send a frame only when the last one was drawn
-   (and fall back to a timeout when no front end answers: no view attached, a closed tab). ipywidgets
+   (and fall back to a timeout when no front end answers: no view attached, a closed tab);
+   :meth:`LabFigureWidget.on_drawn` calls back when the last edit was drawn. ipywidgets
    would echo each acknowledgement back to the browser; this widget does not.
 """
 
@@ -133,6 +134,7 @@ class LabFigureWidget(go.FigureWidget):
         self._acked_edit = 0  # the newest trace_edit_id a front end acknowledged
         self._ack_count = 0
         self._ack_time: float | None = None
+        self._drawn_callbacks: list = []
         super().__init__(*args, **kwargs)
 
     # -- flow control ------------------------------------------------------------------------------------
@@ -142,6 +144,11 @@ class LabFigureWidget(go.FigureWidget):
         It only grows while no front end answers (not displayed, tab closed): pair it with a timeout.
         """
         return max(0, self._last_trace_edit_id - self._acked_edit)
+
+    def on_drawn(self, callback) -> None:
+        """Call ``callback()`` whenever an acknowledgement leaves no edit in flight (the front end has drawn
+        everything sent), on the thread that handled the message."""
+        self._drawn_callbacks.append(callback)
 
     @property
     def acknowledged(self) -> bool:
@@ -174,6 +181,9 @@ class LabFigureWidget(go.FigureWidget):
             self._acked_edit = max(self._acked_edit, min(int(edit_id), self._last_trace_edit_id))
             self._ack_count += 1
             self._ack_time = time.perf_counter()
+            if self.edits_in_flight() == 0:
+                for callback in self._drawn_callbacks:
+                    callback()
         if edit_id == self._last_trace_edit_id:
             self._trace_edit_in_process = False
             if not self._layout_edit_in_process:
