@@ -390,7 +390,9 @@ def _warm_in_background(trainer: Trainer) -> threading.Thread:
     def warm():
         with contextlib.suppress(Exception):  # only a warm-up: the switch itself reports any error
             trainer.warm_rule_switch()
-    thread = threading.Thread(target=warm, name="pinnlab-warm-rule-switch", daemon=True)
+    # Not a daemon: the interpreter joins it at exit. A daemon thread still compiling when Python exits
+    # (a script that ends right after its first chunk) aborted the process from inside XLA.
+    thread = threading.Thread(target=warm, name="pinnlab-warm-rule-switch")
     thread.start()
     return thread
 
