@@ -264,10 +264,26 @@ def test_dashboard_trains_live_in_jupyterlab(page, jupyter):
     print(f"browser: Run -> first counter update {first_frame:.1f} s")
 
 
+def _execute(page, code: str) -> None:
+    """Run ``code`` in the open notebook's kernel (as a later cell would)."""
+    page.evaluate("""async (code) => { const k = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+        await k.requestExecute({code, silent: true}).done; }""", code)
+
+
 def test_static_backend_rerenders_in_jupyterlab(page, jupyter):
     errors = _open_and_run(page, jupyter, STATIC_NOTEBOOK, 0)
     run = page.locator(f"{OUTPUT} button:has-text('Run')").first
     run.wait_for(timeout=180_000)
+    # The header keeps two rows' height: when the counter's or the status's text grows and wraps the row, the
+    # weighting toggle below stays where the pointer is (bench_click once clicked "lr ×" instead of it).
+    toggle = page.locator(f"{OUTPUT} button:has-text('NTK (Alg. 1)')").first
+    y0 = toggle.bounding_box()["y"]
+    _execute(page, """lab.controls.status.value = '<span style="display:inline-block;width:900px">wide</span>'""")
+    wide = page.locator(f"{OUTPUT} span:has-text('wide')").first
+    wide.wait_for(timeout=30_000)
+    assert wide.bounding_box()["y"] > run.bounding_box()["y"] + 10  # the status did wrap to a second row
+    assert toggle.bounding_box()["y"] == y0
+    _execute(page, "lab.controls.status.value = ''")
     page.wait_for_selector(f"{OUTPUT} .js-plotly-plot .subplot.x4y4 .scatterlayer path.js-line", timeout=60_000)
     losses_before = _paths(page, "xy")
     run.click()

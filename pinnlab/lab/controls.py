@@ -181,10 +181,6 @@ class Controls:
         self.run.button_style = "warning" if running else "success"
 
     # -- layout ------------------------------------------------------------------------------------------
-    def header(self) -> w.Widget:
-        return w.HBox([self.run, self.step, self.reset_button, self.counter, self.status],
-                      layout=w.Layout(align_items="center", flex_flow="row wrap"))
-
     def live_box(self) -> w.Widget:
         rules = [self.live[f"rule{s}"] for s in self.suffixes]
         rest = [self.live[name] for name in ("update_every", "lr_scale", "ntk_every", "budget")]
@@ -206,8 +202,12 @@ class Controls:
 
     def notebook(self, figure: w.Widget) -> list[w.Widget]:
         """Every control on show: header, live and reset boxes, the figure, replay/export and the config."""
+        # Two rows' height kept for the header: the counter's text grows while training (a digit more in the
+        # step or the steps/s), and a wrap to a second row moved the weighting toggle under the pointer
+        # (benchmarks/bench_click.py clicked "lr ×" instead).
         header = w.HBox([self.run, self.step, self.reset_button, self.demo, self.counter, self.status],
-                        layout=w.Layout(align_items="center", flex_flow="row wrap"))
+                        layout=w.Layout(align_items="center", align_content="flex-start", flex_flow="row wrap",
+                                        min_height="70px"))
         return [header, self.caption, self.live_box(), self.reset_box(), figure, self.footer(), self.error]
 
     def presentation(self, figure: w.Widget) -> list[w.Widget]:
