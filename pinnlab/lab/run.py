@@ -386,7 +386,7 @@ class LiveRun:
 def _warm_in_background(trainer: Trainer) -> threading.Thread:
     """Start :meth:`Trainer.warm_rule_switch` on a thread. Otherwise the first click on the rule toggle
     traces and compiles the probe traces on the event loop while the room waits (0.1 s for Poisson,
-    0.3 s for wave on a quiet 2-core VM, three times that under load); later clicks take ~1 ms."""
+    0.3 s for wave on a quiet 2-core VM, 0.4-0.7 s under load); later clicks take ~2 ms."""
     def warm():
         with contextlib.suppress(Exception):  # only a warm-up: the switch itself reports any error
             trainer.warm_rule_switch()

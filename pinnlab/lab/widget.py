@@ -55,6 +55,7 @@ import importlib.util
 import os
 import sys
 import time
+from collections.abc import Callable
 from copy import deepcopy
 
 
@@ -134,7 +135,7 @@ class LabFigureWidget(go.FigureWidget):
         self._acked_edit = 0  # the newest trace_edit_id a front end acknowledged
         self._ack_count = 0
         self._ack_time: float | None = None
-        self._drawn_callbacks: list = []
+        self._drawn_callbacks: list[Callable[[], object]] = []
         super().__init__(*args, **kwargs)
 
     # -- flow control ------------------------------------------------------------------------------------
@@ -145,7 +146,7 @@ class LabFigureWidget(go.FigureWidget):
         """
         return max(0, self._last_trace_edit_id - self._acked_edit)
 
-    def on_drawn(self, callback) -> None:
+    def on_drawn(self, callback: Callable[[], object]) -> None:
         """Call ``callback()`` whenever an acknowledgement leaves no edit in flight (the front end has drawn
         everything sent), on the thread that handled the message."""
         self._drawn_callbacks.append(callback)
