@@ -6,6 +6,7 @@ inside one process with the candidates alternated (A, B, A, B, ...) and summaris
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -17,6 +18,19 @@ import time
 from collections.abc import Callable, Sequence
 
 KIB = 1024
+CHROMIUM = "/usr/bin/chromium"  # Debian's chromium, driven by Python playwright (never `playwright install`)
+
+
+@contextlib.contextmanager
+def busy_loops(n: int):
+    """``n`` processes spinning on a core each while the block runs ("a 2-core machine with other load")."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
 
 
 def median(values: Sequence[float]) -> float:

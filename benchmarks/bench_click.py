@@ -54,8 +54,9 @@ from collections import Counter
 from importlib import metadata
 from pathlib import Path
 
+from _util import CHROMIUM, busy_loops  # benchmarks/ is on sys.path when run as a script
+
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
 OUT = ".jp-OutputArea-output"
 
 # In-page instruments, installed before JupyterLab loads: click times, long tasks, setTimeout lag.
@@ -467,31 +468,31 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
-    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
-    load_before = os.getloadavg()
-    home = Path(tempfile.mkdtemp(prefix="bench_click_"))
-    (home / "root").mkdir()
-    source = REPO
-    if args.rev:
-        source = home / "src"
-        source.mkdir()
-        archive = subprocess.run(["git", "archive", args.rev, "pinnlab"], cwd=REPO, capture_output=True, check=True)
-        subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
-    server, url = start_jupyter(home, source)
     results = {}
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM,
-                                         args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-            for preset in args.presets:
-                results[preset] = bench_preset(browser, url, home / "root", preset, args)
-            browser.close()
-    finally:
-        stop(server)
-        for b in busy:
-            b.kill()
-            b.wait()
-        shutil.rmtree(home, ignore_errors=True)
+    with busy_loops(args.busy):
+        load_before = os.getloadavg()
+        home = Path(tempfile.mkdtemp(prefix="bench_click_"))
+        try:
+            (home / "root").mkdir()
+            source = REPO
+            if args.rev:
+                source = home / "src"
+                source.mkdir()
+                archive = subprocess.run(["git", "archive", args.rev, "pinnlab"], cwd=REPO, capture_output=True,
+                                         check=True)
+                subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
+            server, url = start_jupyter(home, source)
+            try:
+                with sync_playwright() as pw:
+                    browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
+                                                                                 "--disable-background-networking"])
+                    for preset in args.presets:
+                        results[preset] = bench_preset(browser, url, home / "root", preset, args)
+                    browser.close()
+            finally:
+                stop(server)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
     entry = {"label": args.label, "busy": args.busy, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
              "command": " ".join(["python", "benchmarks/bench_click.py", *sys.argv[1:]]),
              "machine": {"nproc": os.cpu_count(), "load_average_before": [round(x, 2) for x in load_before],

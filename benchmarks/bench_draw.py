@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import environment, median, print_json  # noqa: E402
+from _util import CHROMIUM, busy_loops, environment, median, print_json  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
 VARIANTS = ("lab", "no-legend", "no-annotations", "no-shapes", "no-hover", "fewer-points", "webgl", "bare")
 RESTYLE_JS = """
 async ([fig, rounds]) => {
@@ -120,21 +119,16 @@ def main() -> None:
 
     fig = lab_figure(args.preset, args.steps)
     plotly_js = (Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_text()
-    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
     times: dict[str, list] = {name: [] for name in VARIANTS}
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1280, "height": 720})
-            page.set_content("<div id='gd' style='width:1240px;height:640px'></div>")
-            page.add_script_tag(content=plotly_js)
-            for k in range(args.passes):  # forward, then backward: no variant always runs first
-                for name in VARIANTS if k % 2 == 0 else VARIANTS[::-1]:
-                    times[name] += page.evaluate(RESTYLE_JS, [variant(fig, name), args.rounds])[3:]
-            browser.close()
-    finally:
-        for b in busy:
-            b.kill()
+    with busy_loops(args.busy), sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 720})
+        page.set_content("<div id='gd' style='width:1240px;height:640px'></div>")
+        page.add_script_tag(content=plotly_js)
+        for k in range(args.passes):  # forward, then backward: no variant always runs first
+            for name in VARIANTS if k % 2 == 0 else VARIANTS[::-1]:
+                times[name] += page.evaluate(RESTYLE_JS, [variant(fig, name), args.rounds])[3:]
+        browser.close()
     out = {"preset": args.preset, "steps": args.steps, "busy": args.busy, "load_average": os.getloadavg(),
            "chromium": subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True).stdout.strip(),
            "plotly": plotly.__version__, "environment": environment(), "variants": {}}
