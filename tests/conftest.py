@@ -14,6 +14,7 @@ import atexit
 import contextlib
 import functools
 import os
+import re
 import shutil
 import tempfile
 import types
@@ -155,6 +156,15 @@ def problem(request):
 
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's chromium, driven by Python playwright (never `playwright install`)
+
+
+def server_log_errors(text: str) -> list[str]:
+    """The Python errors a Jupyter or Voila server's log shows from its kernels: traceback headers and
+    ``...Error:`` lines (the plotly ValueError the lab once logged on every run, among others). XLA's C++
+    "cpu_aot_loader" lines are not Python errors (see pinnlab/__main__.py)."""
+    lines = [line for line in text.splitlines() if "cpu_aot_loader" not in line]
+    return [line for line in lines if "Traceback (most recent call last)" in line
+            or re.search(r"\b\w*(Error|Exception): ", line)]
 
 
 @pytest.fixture(scope="module")

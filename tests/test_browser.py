@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import server_log_errors
+
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = "notebooks/00_lab.ipynb"
 SCREENSHOT = REPO / "docs" / "lab.png"
@@ -123,6 +125,8 @@ def jupyter(tmp_path_factory):
             os.killpg(proc.pid, signal.SIGKILL)  # the group of the server started here, and its kernels
             proc.wait(10)
         log.close()
+    errors = server_log_errors((home / "server.log").read_text(errors="replace"))  # the kernels' log
+    assert not errors, "the server's kernels logged errors:\n" + "\n".join(errors[:20])
 
 
 # The page position of point ``i`` of the first trace whose name starts with ``name`` (plotly's own axes).

@@ -26,6 +26,7 @@ import pytest
 
 from pinnlab import lecture
 from pinnlab.cli import main
+from tests.conftest import server_log_errors
 
 REPO = Path(__file__).resolve().parent.parent
 SHARES_JS = """() => { const g = document.querySelector('.js-plotly-plot');
@@ -106,6 +107,7 @@ def server(tmp_path_factory):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))),
            "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "OPENBLAS_NUM_THREADS": "1",
            "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # JAX set it in this process; a lecturer's shell has the CLI's default
     log_path = home / "server.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen([sys.executable, "-m", "pinnlab", "lecture", "poisson", "--no-browser", f"--port={port}"],
@@ -130,6 +132,10 @@ def server(tmp_path_factory):
             os.killpg(proc.pid, signal.SIGKILL)  # the group started here: the server and its kernels
             proc.wait(10)
         log.close()
+    text = log_path.read_text(errors="replace")
+    errors = server_log_errors(text)
+    assert not errors, "the server's kernels logged errors:\n" + "\n".join(errors[:20])
+    assert "cpu_aot_loader" not in text  # the lecturer's terminal: XLA's false SIGILL lines stay silenced
 
 
 def test_the_url_preset_reaches_the_kernel(server):
