@@ -100,6 +100,12 @@ class View:
                                        colorbar=self._colorbar(fig, 5, "u"))
             layout["coloraxis2"] = dict(colorscale="RdBu_r", cmid=0, colorbar=self._colorbar(fig, 6, "û − u"))
         fig.update_layout(**layout)
+        # Every frame replots the whole figure. With plotly_white's automargin and plotly.js's default
+        # ticklabeloverflow ("hide past div"), each replot measures every tick label's box, a forced layout
+        # of the whole JupyterLab page each time: ~40 % of a frame (benchmarks/README.md, bench_click). The
+        # margins above are fixed and fit the labels, so neither measurement can change anything drawn.
+        fig.update_xaxes(automargin=False, ticklabeloverflow="allow")
+        fig.update_yaxes(automargin=False, ticklabeloverflow="allow")
 
     @staticmethod
     def _colorbar(fig: go.Figure, axis: int, title: str) -> dict:
