@@ -102,7 +102,7 @@ class View:
         fig.update_layout(**layout)
         # Every frame replots the whole figure. With plotly_white's automargin and plotly.js's default
         # ticklabeloverflow ("hide past div"), each replot measures every tick label's box, a forced layout
-        # of the whole JupyterLab page each time: ~40 % of a frame (benchmarks/README.md, bench_click). The
+        # of the whole JupyterLab page each time: ~40 % of a frame (benchmarks/README.md, "tick labels"). The
         # margins above are fixed and fit the labels, so neither measurement can change anything drawn.
         fig.update_xaxes(automargin=False, ticklabeloverflow="allow")
         fig.update_yaxes(automargin=False, ticklabeloverflow="allow")
