@@ -9,6 +9,11 @@ only itself. Each step writes ``DIR/<step>.json`` (the benchmark's own JSON), an
 to ``DIR/log.txt``:
 
 1. ``env``: devices, versions, ``nvidia-smi``.
+   ``install``: ``pip install --dry-run --no-index .`` against the machine's own jax, flax, optax and numpy
+   (pip's JSON report: what pinnlab would add; it fails if ``pyproject.toml`` excludes what is there).
+   Build isolation needs setuptools >= 77 with no index: ``--wheels DIR`` is a folder that holds its wheel.
+   ``tests``: the JAX canary on the host CPU (``JAX_PLATFORMS=cpu``), then the core tests on the GPU
+   (``--tests``; the Jupyter stack is not needed for them), their summary in the log.
 2. ``check``: the wave kernel (widths 64 and 500, 3 x 100 points; 3 x 300 did not finish in 90 s on an
    H200, float64 compilation included) in float64 by both methods (they must agree to ~1e-10), and the
    float32 kernels at JAX's default matmul precision and at "highest", each against the float64 one
@@ -56,7 +61,7 @@ class Session:
             f.write(line + "\n")
 
     def step(self, name: str, argv: list[str], limit_s: float, reserve_s: float = 0.0,
-             save: bool = True) -> dict | None:
+             save: bool = True, env: dict | None = None) -> dict | None:
         """Run ``argv`` with at most ``limit_s`` (and never into the last ``reserve_s``); its stdout is the
         step's JSON (``DIR/<name>.json`` if ``save``, else the log). Returns the parsed JSON, or None when it
         failed or ran out of time."""
@@ -68,7 +73,8 @@ class Session:
         t0 = time.monotonic()
         with self.log_path.open("a") as err:
             try:
-                proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=err, timeout=limit, cwd=ROOT, text=True)
+                proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=err, timeout=limit, cwd=ROOT, text=True,
+                                      env=None if env is None else {**os.environ, **env})
             except subprocess.TimeoutExpired:
                 self.log(f"end {name}: timed out after {limit:.0f} s")
                 return None
@@ -148,14 +154,34 @@ def e4_fits(train: dict | None, left_s: float) -> tuple[bool, str]:
     return estimate < left_s, f"estimate {estimate:.0f} s at {rate:.0f} steps/s, {left_s:.0f} s left"
 
 
+STEPS = ("env", "install", "tests", "check", "ntk_paper", "train", "spectrum", "e4", "table")
+CORE_TESTS = ("tests/test_ntk.py", "tests/test_training.py", "tests/test_gauss_newton.py")
+
+
+def install_argv(py: str, wheels: Path | None) -> list[str]:
+    """pip's dry run of ``pip install .`` with no index: resolves pinnlab's requirements against what is installed."""
+    links = ["--find-links", str(wheels)] if wheels else []
+    return [py, "-m", "pip", "install", "--dry-run", "--no-index", *links, "--quiet", "--report", "-", str(ROOT)]
+
+
+def pytest_argv(py: str, files: list[str], workers: int) -> list[str]:
+    """pytest without the project's addopts (they name nbval, which a bare GPU image lacks)."""
+    return [py, "-m", "pytest", "-o", "addopts=-ra", "-q", "-p", "no:cacheprovider", "-n", str(workers), *files]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--budget-s", type=float, default=540.0)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: check the script on a CPU")
+    parser.add_argument("--only", default=",".join(STEPS), help=f"comma-separated steps, in order: {','.join(STEPS)}")
+    parser.add_argument("--wheels", type=Path, help="a folder with a setuptools>=77 wheel, for the install step")
+    parser.add_argument("--tests", nargs="*", default=list(CORE_TESTS), help="test files run on the GPU")
     parser.add_argument("--child", choices=["env", "check"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    q = args.quick
+    q, only = args.quick, set(args.only.split(","))
+    if only - set(STEPS):
+        parser.error(f"--only: unknown steps {sorted(only - set(STEPS))}; choose from {','.join(STEPS)}")
     if args.child == "env":
         print(json.dumps(environment()))
         return
@@ -166,32 +192,39 @@ def main() -> None:
     # process) a parent holding jax would starve its benchmark child
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     s, py = Session(args.out, args.budget_s), sys.executable
-    s.step("env", [py, __file__, "--out", str(args.out), "--child", "env"], 60)
-    s.step("check", [py, __file__, "--out", str(args.out), "--child", "check"] + (["--quick"] if q else []), 150)
+    run = lambda name, *a, **k: s.step(name, *a, **k) if name in only else None  # noqa: E731
+    run("env", [py, __file__, "--out", str(args.out), "--child", "env"], 60)
+    run("install", install_argv(py, args.wheels), 90)
+    if "tests" in only:
+        s.step("canary_cpu", pytest_argv(py, ["tests/test_jax_canary.py"], 1), 60, save=False,
+               env={"JAX_PLATFORMS": "cpu"})
+        s.step("tests", pytest_argv(py, args.tests, 1 if q else 4), 200, save=False)
+    run("check", [py, __file__, "--out", str(args.out), "--child", "check"] + (["--quick"] if q else []), 150)
     bench = lambda name: [py, str(HERE / name)]  # noqa: E731
-    s.step("ntk_paper", bench("bench_ntk_structured.py") + (["--quick"] if q else ["--only", "paper", "--repeats",
-           "9", "--timeout", "80"]), 150)
-    train = s.step("train", bench("bench_train.py") + (["--quick", "--skip", "ntk_cost"] if q else
-                   ["--skip", "ntk_cost", "--widths", "500", "--no-nested", "--budget-s", "6", "--wave-chunk", "100"]),
-                   150, reserve_s=60)
-    s.step("spectrum", bench("bench_spectrum.py") + (["--quick", "--methods", "lanczos_structured"] if q else
-           ["--widths", "500", "--ns", "3000", "--methods", "lanczos_structured", "lanczos", "--timeout-s", "45"]),
-           100)
-    fits, why = (True, "quick") if q else e4_fits(train, s.left() - 20)
-    s.log(f"e4 full scale: {'run' if fits else 'skip'} ({why})")
-    if fits:
-        full = args.out / "e4_full"
-        figs = ["-m", "pinnlab", "reproduce", "fig6", "fig7", "fig8", "--scale", "smoke" if q else "full",
-                "--out", str(full), "--no-progress"]
-        s.step("e4", [py] + figs, 600, reserve_s=10, save=False)  # its numbers are in the figure JSONs
-        if full.exists():
-            pack(args.out, full, "e4_full.tgz")
-            for f in full.iterdir():  # the tarball carries them; keep DIR under the fetch limit of 8 files
-                f.unlink()
-            full.rmdir()
-    s.step("table", bench("bench_ntk_structured.py") + ["--only", "table", "--repeats", "3", "--timeout", "40"]
-           + (["--widths", "32", "--sizes", "20"] if q else ["--widths", "64", "500", "--sizes", "300", "1000",
-              "3000"]), 600)
+    run("ntk_paper", bench("bench_ntk_structured.py") + (["--quick"] if q else ["--only", "paper", "--repeats",
+        "9", "--timeout", "80"]), 150)
+    train = run("train", bench("bench_train.py") + (["--quick", "--skip", "ntk_cost"] if q else
+                ["--skip", "ntk_cost", "--widths", "500", "--no-nested", "--budget-s", "6", "--wave-chunk", "100"]),
+                150, reserve_s=60)
+    run("spectrum", bench("bench_spectrum.py") + (["--quick", "--methods", "lanczos_structured"] if q else
+        ["--widths", "500", "--ns", "3000", "--methods", "lanczos_structured", "lanczos", "--timeout-s", "45"]),
+        100)
+    if "e4" in only:
+        fits, why = (True, "quick") if q else e4_fits(train, s.left() - 20)
+        s.log(f"e4 full scale: {'run' if fits else 'skip'} ({why})")
+        if fits:
+            full = args.out / "e4_full"
+            figs = ["-m", "pinnlab", "reproduce", "fig6", "fig7", "fig8", "--scale", "smoke" if q else "full",
+                    "--out", str(full), "--no-progress"]
+            s.step("e4", [py] + figs, 600, reserve_s=10, save=False)  # its numbers are in the figure JSONs
+            if full.exists():
+                pack(args.out, full, "e4_full.tgz")
+                for f in full.iterdir():  # the tarball carries them; keep DIR under the fetch limit of 8 files
+                    f.unlink()
+                full.rmdir()
+    run("table", bench("bench_ntk_structured.py") + ["--only", "table", "--repeats", "3", "--timeout", "40"]
+        + (["--widths", "32", "--sizes", "20"] if q else ["--widths", "64", "500", "--sizes", "300", "1000",
+           "3000"]), 600)
     s.log(f"done, {s.left():.0f} s of the budget left")
 
 
