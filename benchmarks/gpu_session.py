@@ -202,7 +202,7 @@ def main() -> None:
     run("check", [py, __file__, "--out", str(args.out), "--child", "check"] + (["--quick"] if q else []), 150)
     bench = lambda name: [py, str(HERE / name)]  # noqa: E731
     run("ntk_paper", bench("bench_ntk_structured.py") + (["--quick"] if q else ["--only", "paper", "--repeats",
-        "9", "--timeout", "80"]), 150)
+        "3", "--timeout", "150"]), 330)
     train = run("train", bench("bench_train.py") + (["--quick", "--skip", "ntk_cost"] if q else
                 ["--skip", "ntk_cost", "--widths", "500", "--no-nested", "--budget-s", "6", "--wave-chunk", "100"]),
                 150, reserve_s=60)
@@ -222,7 +222,7 @@ def main() -> None:
                 for f in full.iterdir():  # the tarball carries them; keep DIR under the fetch limit of 8 files
                     f.unlink()
                 full.rmdir()
-    run("table", bench("bench_ntk_structured.py") + ["--only", "table", "--repeats", "3", "--timeout", "40"]
+    run("table", bench("bench_ntk_structured.py") + ["--only", "table", "--repeats", "3", "--timeout", "120"]
         + (["--widths", "32", "--sizes", "20"] if q else ["--widths", "64", "500", "--sizes", "300", "1000",
            "3000"]), 600)
     s.log(f"done, {s.left():.0f} s of the budget left")
