@@ -37,6 +37,7 @@ at REV (``git archive`` into the temporary directory), e.g. ``--rev 1e93085 --la
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -242,6 +243,31 @@ def start_jupyter(home: Path, source: Path) -> tuple[subprocess.Popen, str]:
     raise TimeoutError("jupyter lab did not start")
 
 
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@contextlib.contextmanager
+def lab_server(rev: str | None):
+    """A JupyterLab server for pinnlab as in this checkout, or as committed at ``rev`` (``git archive`` into
+    a temporary directory); yields ``(url % notebook_name, root)``, the notebooks' folder."""
+    home = Path(tempfile.mkdtemp(prefix="bench_click_"))
+    try:
+        (home / "root").mkdir()
+        source = REPO
+        if rev:
+            source = home / "src"
+            source.mkdir()
+            archive = subprocess.run(["git", "archive", rev, "pinnlab"], cwd=REPO, capture_output=True, check=True)
+            subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
+        server, url = start_jupyter(home, source)
+        try:
+            yield url, home / "root"
+        finally:
+            stop(server)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def stop(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
@@ -272,6 +298,40 @@ def summary(values: list[float | None]) -> dict:
 
 
 
+def open_lab(page, url: str, name: str) -> float:
+    """Open notebook ``name`` (its one cell builds the lab), run its cell and wait until the dashboard is
+    shown and the kernel idle; returns the seconds that took."""
+    t_open = time.time()
+    page.goto(url % name, timeout=120_000)
+    page.wait_for_function("""(p) => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+        return w && w.context && w.context.path === p && w.sessionContext.session
+            && w.sessionContext.session.kernel && w.sessionContext.session.kernel.status === 'idle'; }""",
+                           arg=name, timeout=120_000)
+    page.evaluate("""async () => { const app = window.jupyterapp, panel = app.shell.currentWidget;
+        await panel.sessionContext.ready; panel.content.activeCellIndex = 0;
+        await app.commands.execute('notebook:run-cell'); }""")
+    page.locator(f"{OUT} button", has_text="Run").first.wait_for(timeout=240_000)
+    page.wait_for_selector(f"{OUT} .js-plotly-plot", timeout=120_000)
+    page.wait_for_function("() => { const k = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;"
+                           " return !k || k.status === 'idle'; }", timeout=240_000)
+    return round(time.time() - t_open, 1)
+
+
+def run_until_flowing(page, warmup_s: float) -> float | None:
+    """Press Run, wait for the counter to move (the first chunk compiles or loads from JAX's cache), then
+    until it moved in two ``warmup_s / 2`` windows in a row; returns Run -> first move in seconds."""
+    s0 = max(0, page.evaluate(COUNTER_STEP))
+    t0 = click_at(page, page.evaluate(PRE)["at"]["run"])
+    moved = wait_page(page, COUNTER_ABOVE, s0, 300)
+    deadline = time.time() + 300
+    flowing = 0
+    while time.time() < deadline and flowing < 2:
+        s1 = page.evaluate(COUNTER_STEP)
+        time.sleep(warmup_s / 2)
+        flowing = flowing + 1 if page.evaluate(COUNTER_STEP) > s1 > 0 else 0
+    return None if moved is None else round(moved["t"] / 1e3 - t0, 2)
+
+
 def bench_preset(browser, url: str, root: Path, preset: str, args) -> dict:
     name = f"bench_{preset}.ipynb"
     (root / name).write_text(json.dumps(notebook(preset)))
@@ -281,37 +341,15 @@ def bench_preset(browser, url: str, root: Path, preset: str, args) -> dict:
     page.on("pageerror", lambda e: errors.append(str(e)[:300]))
     result: dict = {"preset": preset}
     try:
-        t_open = time.time()
-        page.goto(url % name, timeout=120_000)
-        page.wait_for_function("""(p) => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-            return w && w.context && w.context.path === p && w.sessionContext.session
-                && w.sessionContext.session.kernel && w.sessionContext.session.kernel.status === 'idle'; }""",
-                               arg=name, timeout=120_000)
-        page.evaluate("""async () => { const app = window.jupyterapp, panel = app.shell.currentWidget;
-            await panel.sessionContext.ready; panel.content.activeCellIndex = 0;
-            await app.commands.execute('notebook:run-cell'); }""")
-        page.locator(f"{OUT} button", has_text="Run").first.wait_for(timeout=240_000)
-        page.wait_for_selector(f"{OUT} .js-plotly-plot", timeout=120_000)
-        page.wait_for_function("() => { const k = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;"
-                               " return !k || k.status === 'idle'; }", timeout=240_000)
-        result["open_to_dashboard_s"] = round(time.time() - t_open, 1)
+        result["open_to_dashboard_s"] = open_lab(page, url, name)
         log(preset, "dashboard after", result["open_to_dashboard_s"], "s;",
             page.evaluate(KERNEL_EXEC, INSTRUMENT).strip())
         if args.kernel_setup:
             result["kernel_setup"] = [args.kernel_setup, page.evaluate(KERNEL_EXEC, args.kernel_setup).strip()]
             log(preset, "setup:", *result["kernel_setup"])
         page.locator(f"{OUT} .widget-toggle-buttons").filter(has_text="NTK (Alg. 1)").first.scroll_into_view_if_needed()
-        s0 = max(0, page.evaluate(COUNTER_STEP))
-        t0 = click_at(page, page.evaluate(PRE)["at"]["run"])
-        moved = wait_page(page, COUNTER_ABOVE, s0, 300)  # the first chunk compiles (or loads from JAX's cache)
-        result["first_run_to_counter_s"] = None if moved is None else round(moved["t"] / 1e3 - t0, 2)
+        result["first_run_to_counter_s"] = run_until_flowing(page, args.warmup_s)
         log(preset, "first Run -> counter moves", result["first_run_to_counter_s"], "s (compiling or cached)")
-        deadline = time.time() + 300
-        flowing = 0
-        while time.time() < deadline and flowing < 2:  # training flows: the counter moved in two windows in a row
-            s1 = page.evaluate(COUNTER_STEP)
-            time.sleep(args.warmup_s / 2)
-            flowing = flowing + 1 if page.evaluate(COUNTER_STEP) > s1 > 0 else 0
 
         clicks, pauses = [], []
         t_start = time.time()
@@ -471,28 +509,11 @@ def main() -> None:
     results = {}
     with busy_loops(args.busy):
         load_before = os.getloadavg()
-        home = Path(tempfile.mkdtemp(prefix="bench_click_"))
-        try:
-            (home / "root").mkdir()
-            source = REPO
-            if args.rev:
-                source = home / "src"
-                source.mkdir()
-                archive = subprocess.run(["git", "archive", args.rev, "pinnlab"], cwd=REPO, capture_output=True,
-                                         check=True)
-                subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
-            server, url = start_jupyter(home, source)
-            try:
-                with sync_playwright() as pw:
-                    browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
-                                                                                 "--disable-background-networking"])
-                    for preset in args.presets:
-                        results[preset] = bench_preset(browser, url, home / "root", preset, args)
-                    browser.close()
-            finally:
-                stop(server)
-        finally:
-            shutil.rmtree(home, ignore_errors=True)
+        with lab_server(args.rev) as (url, root), sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+            for preset in args.presets:
+                results[preset] = bench_preset(browser, url, root, preset, args)
+            browser.close()
     entry = {"label": args.label, "busy": args.busy, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
              "command": " ".join(["python", "benchmarks/bench_click.py", *sys.argv[1:]]),
              "machine": {"nproc": os.cpu_count(), "load_average_before": [round(x, 2) for x in load_before],
