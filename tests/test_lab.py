@@ -728,7 +728,7 @@ def test_the_presentation_layout_puts_the_key_controls_in_one_row():
 
 def test_no_axis_measures_its_tick_labels_on_each_replot():
     # plotly_white sets automargin and plotly.js defaults ticklabeloverflow to "hide past div": both measure
-    # every tick label's box on each frame's replot (bench_click's profile: ~40 % of a frame in JupyterLab).
+    # every tick label's box on each frame's replot (benchmarks/profile_page.py: 42-54 % of a redraw in JupyterLab).
     lab = Lab("poisson", **SMALL)
     lab.controls.presenting.value = True  # the other layout keeps it too
     axes = [*lab.figure.select_xaxes(), *lab.figure.select_yaxes()]
