@@ -765,9 +765,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     try:
         results = reproduce(figures, args.scale, out, progress)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         print("pinnlab: interrupted; figures already finished are written", file=sys.stderr)
-        return 130
+        return exit_code(stop)
     finally:
         for bar in bars.values():
             bar.close()

@@ -287,6 +287,18 @@ def test_a_signal_wrapped_in_a_system_error_saves_the_run(tmp_path, monkeypatch)
     assert History.load(out).status == "interrupted"
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_an_interrupted_reproduce_exits_with_its_signals_code(tmp_path, monkeypatch, signum):
+    import pinnlab.reproduce
+
+    def stopped(figures, scale, out, progress):  # the signal's exception, raised where the handler raises it
+        raise cli._interrupt(signum)
+
+    monkeypatch.setattr(pinnlab.reproduce, "reproduce", stopped)
+    code, _, err = _run_main(["reproduce", "fig1", "--scale", "smoke", "--no-progress", "--out", str(tmp_path)])
+    assert code == 128 + signum and "interrupted; figures already finished are written" in err, (code, err)
+
+
 def test_a_missing_jax_platform_is_one_line_exit_code_2(tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cuda"}  # no CUDA plugin in the test venv (skipped where one exists)
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
