@@ -190,6 +190,15 @@ _bench_rule.observe(lambda ch: _bench_events.append({"time": _bt.time(), "step":
                                                      "value": ch["new"]}), "value")
 _bench_run.on_click(lambda b: _bench_events.append({"time": _bt.time(), "step": lab.step, "field": "run_button",
                                                     "value": b.description}))
+# every figure edit the kernel sends (Plotly.update: a frame) and every acknowledgement of one (drawn)
+_bench_frames, _bench_acks, _bench_fig = [], [], lab.figure
+_bench_send = _bench_fig._send_update_msg
+def _bench_send_logged(*args, **kwargs):
+    _bench_frames.append([_bt.time(), _bench_fig._last_trace_edit_id + 1, lab.step])
+    return _bench_send(*args, **kwargs)
+_bench_fig._send_update_msg = _bench_send_logged
+_bench_fig.observe(lambda ch: ch["new"] and _bench_acks.append([_bt.time(), ch["new"].get("trace_edit_id")]),
+                   "_js2py_traceDeltas")
 import pinnlab as _bp
 print("instrumented", _bench_rule.value, _bp.__file__)
 """
@@ -197,7 +206,7 @@ print("instrumented", _bench_rule.value, _bp.__file__)
 NO_BUDGET = 'if "budget" in type(lab.state).__dataclass_fields__: lab.set(budget=0); print("budget lifted")'
 
 DUMP = """print(_bj.dumps({"bench": _bench_events, "events": [dict(e) for e in getattr(lab, "events", None) or []]
-                  if hasattr(lab, "events") else None}, default=str))"""
+                  if hasattr(lab, "events") else None, "frames": _bench_frames, "acks": _bench_acks}, default=str))"""
 
 
 def notebook(preset: str) -> dict:
@@ -459,10 +468,31 @@ def match_kernel(clicks: list[dict], pauses: list[dict], events: dict) -> None:
             c[key] = None if hit is None else float(hit["time"]) - c["t_click"]
             if hit is not None and key == "kernel_acted_s":
                 c["kernel_step"] = hit.get("step")
+    frame_timing(clicks, events.get("frames") or [], events.get("acks") or [])
     for p in pauses:
         hit = next((e for e in bench if e.get("field") == "run_button"
                     and p["t_pause"] - 0.05 <= e["time"] < p["t_run"]), None)
         p["pause_kernel_s"] = None if hit is None else hit["time"] - p["t_pause"]
+
+
+def frame_timing(clicks: list[dict], frames: list, acks: list) -> None:
+    """Split each click's page time by the frames around it (kernel clock, seconds after the click):
+    ``inflight_acked_s``, when the frame in flight as the kernel acted was acknowledged (None: none was);
+    ``click_frame_sent_s`` and ``click_frame_acked_s``, the first frame sent after the kernel acted."""
+    def acked(edit_id):
+        return next((t for t, i in acks if i is not None and int(i) >= edit_id), None)
+
+    for c in clicks:
+        if c.get("kernel_acted_s") is None:
+            continue
+        acted = c["t_click"] + c["kernel_acted_s"]
+        before = [f for f in frames if f[0] <= acted]
+        after = next((f for f in frames if f[0] > acted), None)
+        t_in = acked(before[-1][1]) if before else None
+        c["inflight_acked_s"] = None if t_in is None or t_in <= acted else t_in - c["t_click"]
+        c["click_frame_sent_s"] = None if after is None else after[0] - c["t_click"]
+        t_ack = None if after is None else acked(after[1])
+        c["click_frame_acked_s"] = None if t_ack is None else t_ack - c["t_click"]
 
 
 def versions() -> dict:
