@@ -19,7 +19,11 @@ kernel share the machine's clock):
   to "off" after which the λ_* curves go flat at their last NTK values instead of dropping to 1 (a lab
   bug seen in both measured versions) counts as missed in ``figure``; its time to the first frame of
   the flat part is kept apart, in ``figure_frozen``;
-* ``dispatch``: until the page's ``click`` listener ran (the browser's own input delay).
+* ``dispatch``: until the page's ``click`` listener ran (the browser's own input delay);
+* per click in ``raw_clicks``, from a log of every figure edit the kernel sends and every acknowledgement
+  of one (the front end drew it): ``inflight_acked_s`` (the frame in flight when the kernel acted was
+  acknowledged; None when none was in flight), ``click_frame_sent_s`` and ``click_frame_acked_s`` (the first
+  frame sent after the kernel acted). The log follows ``lab.figure`` as it was when the lab was shown.
 
 Every ``--pause-every`` toggles it also presses Pause (``pause_shown``: until the button reads "Run"
 again; ``pause_kernel``: until the kernel's click handler ran) and Run (``run_counter``: until the step
