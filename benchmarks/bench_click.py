@@ -311,10 +311,8 @@ def summary(values: list[float | None]) -> dict:
 
 
 
-def open_lab(page, url: str, name: str) -> float:
-    """Open notebook ``name`` (its one cell builds the lab), run its cell and wait until the dashboard is
-    shown and the kernel idle; returns the seconds that took."""
-    t_open = time.time()
+def run_notebook(page, url: str, name: str) -> None:
+    """Open notebook ``name`` in JupyterLab, wait for its kernel, and run its first cell (without waiting)."""
     page.goto(url % name, timeout=120_000)
     page.wait_for_function("""(p) => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
         return w && w.context && w.context.path === p && w.sessionContext.session
@@ -323,6 +321,13 @@ def open_lab(page, url: str, name: str) -> float:
     page.evaluate("""async () => { const app = window.jupyterapp, panel = app.shell.currentWidget;
         await panel.sessionContext.ready; panel.content.activeCellIndex = 0;
         await app.commands.execute('notebook:run-cell'); }""")
+
+
+def open_lab(page, url: str, name: str) -> float:
+    """Open notebook ``name`` (its one cell builds the lab), run its cell and wait until the dashboard is
+    shown and the kernel idle; returns the seconds that took."""
+    t_open = time.time()
+    run_notebook(page, url, name)
     page.locator(f"{OUT} button", has_text="Run").first.wait_for(timeout=240_000)
     page.wait_for_selector(f"{OUT} .js-plotly-plot", timeout=120_000)
     page.wait_for_function("() => { const k = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;"

@@ -103,14 +103,7 @@ def open_lab(browser, url: str, root: Path, rev: str, args) -> dict:
     page.on("pageerror", lambda e: errors.append("pageerror: " + str(e)[:300]))
     page.on("console", lambda m: errors.append(f"console.{m.type}: {m.text[:300]}") if m.type == "error" else None)
     t_open = time.time()
-    page.goto(url % name, timeout=120_000)
-    page.wait_for_function("""(p) => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-        return w && w.context && w.context.path === p && w.sessionContext.session
-            && w.sessionContext.session.kernel && w.sessionContext.session.kernel.status === 'idle'; }""",
-                           arg=name, timeout=120_000)
-    page.evaluate("""async () => { const app = window.jupyterapp, panel = app.shell.currentWidget;
-        await panel.sessionContext.ready; panel.content.activeCellIndex = 0;
-        await app.commands.execute('notebook:run-cell'); }""")
+    bc.run_notebook(page, url, name)
     page.wait_for_selector(f"{OUT} .js-plotly-plot", timeout=240_000)
     page.wait_for_function(KERNEL_IDLE, timeout=240_000)
     bc.wait_page(page, SHOWN, "hidden", 60)
