@@ -65,7 +65,7 @@ from jax.sharding import PartitionSpec as P
 from pinnlab import checks, divergence, driver, weighting
 from pinnlab.divergence import Guarded
 from pinnlab.history import History, Snapshot
-from pinnlab.nets import Net, NetConfig, make_net
+from pinnlab.nets import Net, NetConfig
 from pinnlab.problems.base import Problem
 from pinnlab.training import (
     Controls,
@@ -75,6 +75,7 @@ from pinnlab.training import (
     live_controls,
     make_optimizer,
     make_step,
+    start,
 )
 
 AXIS = "runs"
@@ -301,14 +302,10 @@ class _Start(NamedTuple):
 
 
 def _start(problem: Problem, net_config: NetConfig, weights, optimizer, seed: int) -> tuple[_Start, Net]:
-    """A member's starting point, built exactly as ``Trainer.__init__`` builds a lone run's."""
-    key_init, key_data, key_probe, key_run = jax.random.split(jax.random.key(seed), 4)
-    net = make_net(net_config, problem.dim, problem.mean, problem.std, key_init)
-    m = len(problem.terms)
-    weights = np.ones(m, np.float32) if weights is None else np.asarray(weights, np.float32)
-    start = _Start(net.params, optimizer.init(net.params), weights, np.asarray(jax.random.key_data(key_run)),
-                   problem.sample(key_data), problem.sample(key_probe, ntk=True))
-    return start, net
+    """A member's starting point (:func:`pinnlab.training.start`, as a lone run's), on the host for stacking."""
+    s = start(problem, net_config, optimizer, seed, weights)
+    return _Start(s.params, s.opt_state, np.asarray(s.weights), np.asarray(jax.random.key_data(s.key)), s.data,
+                  s.probe), s.net
 
 
 class Ensemble:

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pinnlab import infinite_width, linearized, modes, nets, ntk, optimizers
+from pinnlab import infinite_width, linearized, modes, nets, ntk, optimizers, training
 from pinnlab.ensemble import Ensemble
 from pinnlab.paper import POISSON, Progress, check_scale, e3_sweep_runs
 from pinnlab.problems import Problem, make_problem
@@ -90,10 +90,9 @@ def lesson_problem() -> Problem:
 def linearized_start(problem: Problem, width: int, seed: int = 0):
     """The one-hidden-layer paper_text net of ``width``: its ``apply``, initial parameters and training points
     in float64 (call under ``jax.enable_x64``), drawn as ``Trainer`` with ``seed`` draws them."""
-    key_init, key_data, _, _ = jax.random.split(jax.random.key(seed), 4)
-    net = nets.make_net(nets.convention("paper_text", width=width, depth=1), problem.dim, problem.mean, problem.std,
-                        key_init)
-    return net.apply, _to64(net.params), [jnp.asarray(x, jnp.float64) for x in problem.sample(key_data)]
+    sgd = optimizers.make("sgd", 1.0, None, 1.0)  # only its (empty) state is built
+    s = training.start(problem, nets.convention("paper_text", width=width, depth=1), sgd, seed)
+    return s.net.apply, _to64(s.params), [jnp.asarray(x, jnp.float64) for x in s.data]
 
 
 def _two_runs(apply, terms, params0, points, grid, lr: float, steps: int):

@@ -23,7 +23,7 @@ import optax
 from pinnlab import checks, divergence, driver, gauss_newton, ntk, optimizers, residuals, weighting
 from pinnlab.checks import MAX_STEPS
 from pinnlab.history import History, Snapshot
-from pinnlab.nets import NetConfig, make_net
+from pinnlab.nets import Net, NetConfig, make_net
 from pinnlab.optimizers import OPTIMIZERS
 from pinnlab.problems.base import Problem
 
@@ -306,6 +306,35 @@ def _matching(params, own, net: NetConfig):
     return params
 
 
+class Start(NamedTuple):
+    """A run's starting point, all of it from the seed: the net (its initial parameters drawn), the
+    parameters trained (the net's, or given ones of its shapes), their optimiser state, the loss weights
+    (float32), the run's random key, and the training and probe points. A lone run and an ensemble
+    member with the same seed start from the same point."""
+
+    net: Net
+    params: Any
+    opt_state: Any
+    weights: jax.Array
+    key: jax.Array
+    data: tuple
+    probe: tuple
+
+
+def start(problem: Problem, net_config: NetConfig, optimizer, seed: int, initial_weights=None,
+          params=None) -> Start:
+    """The starting point of the run of ``seed`` (:class:`Start`); ``initial_weights`` default to 1."""
+    key_init, key_data, key_probe, key_run = jax.random.split(jax.random.key(seed), 4)
+    net = make_net(net_config, problem.dim, problem.mean, problem.std, key_init)
+    params = net.params if params is None else _matching(params, net.params, net_config)
+    m = len(problem.terms)
+    weights = jnp.ones(m) if initial_weights is None else jnp.asarray(initial_weights)
+    if weights.shape != (m,):
+        raise ValueError(f"initial_weights needs {m} values {problem.term_names}, got {initial_weights!r}")
+    return Start(net, params, optimizer.init(params), weights.astype(jnp.float32), key_run,
+                 problem.sample(key_data), problem.sample(key_probe, ntk=True))  # probe: spectra, NTK drift
+
+
 class Trainer:
     """Trains one PINN and yields :class:`Snapshot` records; the CLI, tests and widgets share it.
 
@@ -322,20 +351,12 @@ class Trainer:
                 raise TypeError(f"{name} must be a {kind.__name__} (e.g. {how}), got {value!r:.80}")
         self.problem, self.net_config, self.config = problem, net_config, config
         check_size(problem, net_config)
-        key_init, key_data, key_probe, key_run = jax.random.split(jax.random.key(config.seed), 4)
-        self.net = make_net(net_config, problem.dim, problem.mean, problem.std, key_init)
-        self.apply = self.net.apply
         self.optimizer = make_optimizer(config)
-        self.data = problem.sample(key_data)
-        self.probe = problem.sample(key_probe, ntk=True)  # fixed points for spectra and NTK drift
-        params = self.net.params if params is None else _matching(params, self.net.params, net_config)
-        m = len(problem.terms)
-        weights = jnp.ones(m) if config.initial_weights is None else jnp.asarray(config.initial_weights)
-        if weights.shape != (m,):
-            raise ValueError(f"initial_weights needs {m} values {problem.term_names}, got {config.initial_weights!r}")
-        self.state = TrainState(params, self.optimizer.init(params), weights.astype(jnp.float32),
-                                jnp.zeros(m), key_run, jnp.asarray(0, jnp.int32))
-        self.params0 = params
+        s = start(problem, net_config, self.optimizer, config.seed, config.initial_weights, params)
+        self.net, self.apply, self.data, self.probe = s.net, s.net.apply, s.data, s.probe
+        self.state = TrainState(s.params, s.opt_state, s.weights, jnp.zeros(len(problem.terms)), s.key,
+                                jnp.asarray(0, jnp.int32))
+        self.params0 = s.params
         self.rule, self.update_every = config.weighting, config.update_every
         self.ntk_every, self.lr_scale, self.momentum = config.ntk_every, 1.0, config.momentum
         self.refresh_until: int | None = None
