@@ -90,8 +90,7 @@ def lesson_problem() -> Problem:
 def linearized_start(problem: Problem, width: int, seed: int = 0):
     """The one-hidden-layer paper_text net of ``width``: its ``apply``, initial parameters and training points
     in float64 (call under ``jax.enable_x64``), drawn as ``Trainer`` with ``seed`` draws them."""
-    sgd = optimizers.make("sgd", 1.0, None, 1.0)  # only its (empty) state is built
-    s = training.start(problem, nets.convention("paper_text", width=width, depth=1), sgd, seed)
+    s = training.start(problem, nets.convention("paper_text", width=width, depth=1), None, seed)
     return s.net.apply, _to64(s.params), [jnp.asarray(x, jnp.float64) for x in s.data]
 
 

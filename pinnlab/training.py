@@ -321,9 +321,10 @@ class Start(NamedTuple):
     probe: tuple
 
 
-def start(problem: Problem, net_config: NetConfig, optimizer, seed: int, initial_weights=None,
-          params=None) -> Start:
-    """The starting point of the run of ``seed`` (:class:`Start`); ``initial_weights`` default to 1."""
+def start(problem: Problem, net_config: NetConfig, optimizer: optax.GradientTransformation | None, seed: int,
+          initial_weights=None, params=None) -> Start:
+    """The starting point of the run of ``seed`` (:class:`Start`); ``initial_weights`` default to 1, and
+    ``opt_state`` is None without an ``optimizer`` (a caller that only needs the net and the points)."""
     key_init, key_data, key_probe, key_run = jax.random.split(jax.random.key(seed), 4)
     net = make_net(net_config, problem.dim, problem.mean, problem.std, key_init)
     params = net.params if params is None else _matching(params, net.params, net_config)
@@ -331,8 +332,9 @@ def start(problem: Problem, net_config: NetConfig, optimizer, seed: int, initial
     weights = jnp.ones(m) if initial_weights is None else jnp.asarray(initial_weights)
     if weights.shape != (m,):
         raise ValueError(f"initial_weights needs {m} values {problem.term_names}, got {initial_weights!r}")
-    return Start(net, params, optimizer.init(params), weights.astype(jnp.float32), key_run,
-                 problem.sample(key_data), problem.sample(key_probe, ntk=True))  # probe: spectra, NTK drift
+    opt_state = None if optimizer is None else optimizer.init(params)
+    return Start(net, params, opt_state, weights.astype(jnp.float32), key_run, problem.sample(key_data),
+                 problem.sample(key_probe, ntk=True))  # probe: spectra, NTK drift
 
 
 class Trainer:
