@@ -471,6 +471,56 @@ def test_a_click_while_running_is_drawn_at_once_or_right_after_the_frame_in_flig
     assert lab.frames_drawn == drawn + 2  # an acknowledgement with no click waiting draws nothing
 
 
+def test_after_a_click_while_running_the_loop_trains_nothing_until_the_clicks_frame_is_drawn():
+    async def main():
+        lab = Lab("poisson", **SMALL)
+        browser = {"draws": True, "frames": 0}
+
+        async def front_end():  # draws (acknowledges) whatever is in flight, when it is allowed to
+            while True:
+                if browser["draws"] and lab.figure.edits_in_flight():
+                    browser["frames"] += 1
+                    _ack(lab)
+                await asyncio.sleep(0.01)
+
+        drawing = asyncio.ensure_future(front_end())
+        lab.play()
+        await until(lambda: browser["frames"] >= 2 and lab.step >= 3 * lab.runs[0].chunk)
+        browser["draws"] = False  # the browser is busy with the frame now in flight
+        await until(lambda: lab.figure.edits_in_flight() > 0)
+        lab.set(rule="ntk")  # the click, handled between chunks
+        step, frames = lab.step, lab.frames_drawn
+        await asyncio.sleep(0.3)
+        assert lab.step == step and lab.frames_drawn == frames and lab.running  # held; no frame queued behind
+        browser["draws"] = True
+        await until(lambda: lab.frames_drawn == frames + 1)  # the frame in flight drawn: the click's goes out
+        assert lab.step == step
+        await until(lambda: lab.step > step)  # its frame drawn too: training goes on
+        shares = [np.asarray(trace(lab, f"share:{t}").y)[-1] for t in ("u", "r")]
+        np.testing.assert_allclose(shares[0], shares[1], rtol=1e-5)
+        lab.pause()
+        await until(lambda: lab.scheduler.task.done())
+        drawing.cancel()
+
+    asyncio.run(main())
+
+
+def test_a_click_with_no_front_end_attached_holds_nothing():
+    async def main():
+        lab = Lab("poisson", **SMALL)
+        lab.play()
+        await until(lambda: lab.step >= 2 * lab.runs[0].chunk)
+        assert not lab.figure.acknowledged  # no browser: nothing will ever acknowledge the click's frame
+        lab.set(rule="ntk")
+        step, started = lab.step, time.perf_counter()
+        await until(lambda: lab.step > step)
+        assert time.perf_counter() - started < 1.0  # not the hold's 1.5 s timeout
+        lab.pause()
+        await until(lambda: lab.scheduler.task.done())
+
+    asyncio.run(main())
+
+
 def test_the_spectra_solve_on_one_blas_thread_and_restore_the_setting(monkeypatch):
     import threadpoolctl  # in the test and jupyter extras
 

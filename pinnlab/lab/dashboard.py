@@ -5,7 +5,9 @@
 Frames follow what the front end can draw: a new frame is sent only when the browser has drawn the
 previous one (plotly's widget acknowledges each edit, see :mod:`pinnlab.lab.widget`), at most ~10 per
 second and within ~5 % of the kernel's time, and always with the newest data, so a slow browser gets
-fewer frames, never a queue of stale ones, and clicks reach the kernel between chunks. Keyframes
+fewer frames, never a queue of stale ones, and clicks reach the kernel between chunks. After a click
+the loop trains nothing until the browser has drawn the click's frame (:meth:`Lab.hold`): on a busy
+machine the training would take the CPU the browser needs to show it. Keyframes
 (spectra on the trainer's probe points, prediction, error) follow the NTK refresh period, at most ~5 per
 second and within a ~4 % time budget.
 """
@@ -48,6 +50,7 @@ FRAME_BUDGET = 0.05  # fraction of the time frames may take
 # A frame the front end has not acknowledged holds the next one back for at most this long (no front
 # end attached, or a lost message): a page that never answers gets one frame per this interval.
 ACK_TIMEOUT = 1.5
+HOLD_POLL = 0.005  # how often a held loop looks for the front end's acknowledgement (it arrives between polls)
 MIN_KEYFRAME_SECONDS = 0.2
 KEYFRAME_BUDGET = 0.04
 DEMO_STEPS = 20_000  # the demo's first leg when the preset has no step budget
@@ -137,6 +140,7 @@ class Lab:
         self._revision, self._rate = 0, deque(maxlen=64)
         self._frame_cost, self._keyframe_cost, self._last_frame, self._last_keyframe = 0.0, None, -1e9, 0.0
         self._urgent = False  # a live change waits for its first frame: the rate limits do not hold it back
+        self._held = False  # a live change while running: train nothing until its frame is drawn (hold)
         self._replay: int | None = None
         self._static_cost, self._last_static = 0.0, -1e9
         self._drawn_key, self._demo, self._demo_plain_error = None, None, float("nan")
@@ -657,6 +661,26 @@ class Lab:
             return False
         return drawn or since >= ACK_TIMEOUT
 
+    def _has_front_end(self) -> bool:
+        """Whether a browser has acknowledged a frame (without one, nothing would end a hold but its timeout)."""
+        return bool(getattr(self.figure, "acknowledged", False))
+
+    async def hold(self) -> None:
+        """The scheduler's wait between chunks: after a click, until the front end has drawn its frame.
+
+        The frame in flight is drawn first (then the click's frame goes out, :meth:`_drawn`), then the
+        click's own; at most :data:`ACK_TIMEOUT` in all, and no longer than the loop stays alive (Pause,
+        Reset). Returns at once when no click is waiting.
+        """
+        deadline = time.perf_counter() + ACK_TIMEOUT
+        while self._held and self.running and time.perf_counter() < deadline:
+            if self._edits_in_flight() == 0:
+                if not self._urgent:
+                    break
+                self._draw()  # nothing in flight and the click's frame not sent: no acknowledgement is coming
+            await asyncio.sleep(HOLD_POLL)
+        self._held = False
+
     def _edits_in_flight(self) -> int:
         """Frames sent and not yet drawn by the front end (0 without that bookkeeping: the static backend)."""
         in_flight = getattr(self.figure, "edits_in_flight", None)
@@ -808,7 +832,9 @@ class Lab:
             self.figure.layout.title.text = self._title()
         if not self.running:  # paused: show the effect (weights, shares, budget line) at once
             self._draw(full=True)
-        elif self._edits_in_flight() == 0:  # between chunks (callbacks run on the loop): show it now too
+            return
+        self._held = self._has_front_end()
+        if self._edits_in_flight() == 0:  # between chunks (callbacks run on the loop): show it now too
             self._draw(full="budget" in fields)
         else:  # as soon as the front end has drawn the frame in flight (_drawn), never behind it
             self._urgent = True

@@ -49,6 +49,9 @@ class Host(Protocol):
 
     def draw(self) -> None: ...
 
+    async def hold(self) -> None:
+        """Wait, between chunks, for what must not share the CPU with training (a click's frame)."""
+
     def started(self) -> None: ...
 
     def stopped(self, outcome: Outcome) -> None: ...
@@ -151,7 +154,8 @@ class Scheduler:
                     break
                 if self.host.frame_due():
                     self.host.draw()
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # clicks and acknowledgements are handled here
+                await self.host.hold()
         except asyncio.CancelledError as e:
             reason = e.args[0] if e.args else "stopped"
             outcome = Outcome("reset" if reason == "reset" else "stopped", self.host.step, reason)
