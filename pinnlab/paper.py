@@ -78,10 +78,11 @@ def _poisson_config(steps: int, **fields) -> TrainConfig:
 
 
 # -- E1: the NTK barely moves for wide nets (Figs. 2 and 3) ---------------------------------------
+E1_WIDTHS, E1_STEPS = (10, 100, 500), 10_000  # the paper's Figs. 2-3: three widths, 10,000 GD steps
 E1_SCALES = {
     "smoke": dict(widths=(10, 50), steps=200, every=50),
-    "cpu": dict(widths=(10, 100, 500), steps=10_000, every=500),
-    "full": dict(widths=(10, 100, 500), steps=10_000, every=100),
+    "cpu": dict(widths=E1_WIDTHS, steps=E1_STEPS, every=500),
+    "full": dict(widths=E1_WIDTHS, steps=E1_STEPS, every=100),
 }
 
 
@@ -247,4 +248,23 @@ FIGURES = {
     "fig6": ("e4", lambda scale, progress: e4(scale, progress=progress)),
     "fig7": ("e4", lambda scale, progress: e4(scale, progress=progress)),
     "fig8": ("e4", lambda scale, progress: e4(scale, progress=progress)),
+}
+
+
+# -- the figures the lab shows live (``pinnlab.Lab("fig2")``; :data:`pinnlab.lab.state.PRESETS` reads them) --
+# figure: (caption, LabState fields over the lab preset of its problem, Poisson unless "problem" is given).
+# Their set-ups are the experiments' above; the budgets their step counts (Fig. 1 shows spectra from step 0:
+# its live run stops with Figs. 2-3). Fig. 5 (a sweep of 70 runs) has no live version; Figs. 6-8 share one.
+LAB_FIGURES: dict[str, tuple[str, dict]] = {
+    "fig1": ("Fig. 1: spectra of K, K_uu, K_rr for u = sin(πx), 1×100: K_rr dwarfs K_uu",
+             dict(param=1.0, ntk_every=1000, budget=E1_STEPS)),
+    "fig2": (f"Fig. 2: a wide net's NTK barely moves: 1×{E1_WIDTHS[-1]}, u = sin(πx), GD 1e-5 (compare "
+             "the faint step-0 spectra)", dict(param=1.0, width=E1_WIDTHS[-1], budget=E1_STEPS)),
+    "fig3": (f"Fig. 3: the same with three hidden layers of {E1_WIDTHS[-1]}",
+             dict(param=1.0, width=E1_WIDTHS[-1], depth=3, budget=E1_STEPS)),
+    "fig4": (f"Fig. 4: u = sin(4πx) with Algorithm 1's weights from the NTK at step 0, held for the paper's "
+             f"{POISSON.steps:,} steps", dict(param=4.0, rule="ntk", update_every=POISSON.steps)),
+    "fig6": (f"Figs. 6-8: the wave with the paper's {WAVE.depth}×{WAVE.width} net and Algorithm 1 every "
+             f"{WAVE.update_every} steps on 300 points per term (GPU-sized)",
+             dict(problem="wave", width=WAVE.width, n_ntk=300, rule="ntk", update_every=WAVE.update_every)),
 }

@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlencode
 from pinnlab import checks
 from pinnlab.nets import CONVENTIONS, NetConfig, convention
 from pinnlab.optimizers import PRESETS as OPTIMIZER_PRESETS
+from pinnlab.paper import LAB_FIGURES
 from pinnlab.problems import ENTRIES, PROBLEMS, Problem, make_problem
 from pinnlab.training import OPTIMIZERS, TrainConfig
 from pinnlab.weighting import RULES
@@ -157,24 +158,13 @@ def _choice(name: str, value, choices) -> None:
 
 
 # -- presets ------------------------------------------------------------------------------------
-# One preset per registered problem (its recipe with its entry's ``lab`` changes), then the paper's figures.
-# Budgets: the recipes' step counts (Poisson 40,000 GD steps; wave 80,000 Adam steps); Figs. 2-3 10,000.
+# One preset per registered problem (its recipe with its entry's ``lab`` changes), then the paper's figures
+# (their changes over their problem's preset, stated beside their experiments in pinnlab.paper).
 PRESETS: dict[str, tuple[str, dict]] = {name: (e.lab_caption, {**recipe_fields(name), **e.lab})
                                         for name, e in ENTRIES.items()}
-PRESETS.update({
-    "fig1": ("Fig. 1: spectra of K, K_uu, K_rr for u = sin(πx), 1×100: K_rr dwarfs K_uu",
-             dict(param=1.0, ntk_every=1000, budget=10_000)),
-    "fig2": ("Fig. 2: a wide net's NTK barely moves: 1×500, u = sin(πx), GD 1e-5 (compare the faint step-0 "
-             "spectra)", dict(param=1.0, width=500, budget=10_000)),
-    "fig3": ("Fig. 3: the same with three hidden layers of 500", dict(param=1.0, width=500, depth=3, budget=10_000)),
-    "fig4": ("Fig. 4: u = sin(4πx) with Algorithm 1's weights from the NTK at step 0, held for the paper's "
-             "40,000 steps", dict(rule="ntk", update_every=ENTRIES["poisson"].recipe.steps)),
-    "wave_paper": ("Figs. 6-8: the wave with the paper's 3×500 net and Algorithm 1 every 100 steps on 300 "
-                   "points per term (GPU-sized)",
-                   {**PRESETS["wave"][1], "width": ENTRIES["wave"].recipe.width, "n_ntk": 300, "rule": "ntk",
-                    "update_every": ENTRIES["wave"].recipe.update_every}),
-})
-PRESETS["fig6"] = PRESETS["wave_paper"]
+PRESETS.update({name: (caption, {**PRESETS[fields.get("problem", "poisson")][1], **fields})
+                for name, (caption, fields) in LAB_FIGURES.items()})
+PRESETS["wave_paper"] = PRESETS["fig6"]  # Figs. 6-8 by what they show
 
 
 def preset(name: str) -> LabState:

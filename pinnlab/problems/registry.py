@@ -9,7 +9,8 @@ The one preset system: a problem's :class:`Recipe` is its reference training set
 problems, the paper's: net, optimiser, schedule, step budget, weighting), stated once in its file. The
 CLI's defaults (:attr:`Entry.train`, the recipe with the entry's ``cli`` changes), the lab's preset of
 the problem (:func:`pinnlab.lab.state.recipe_fields` with the entry's ``lab`` changes) and the paper's
-experiments (:mod:`pinnlab.paper`) all read it.
+experiments (:mod:`pinnlab.paper`) all read it; the lab's figure presets are the experiments' changes
+over it (:data:`pinnlab.paper.LAB_FIGURES`).
 """
 
 from __future__ import annotations
