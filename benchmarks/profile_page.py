@@ -42,7 +42,9 @@ from bench_click import (
 
 # plotly.js's replot path and the calls that force a layout of the page (see benchmarks/README.md)
 WATCH = ("do_update", "plot", "doAutoMargin", "_adjustTickLabelsOverflow", "getBoundingClientRect",
-         "supplyDefaults", "drawMarginPushers", "draw", "(garbage collector)")
+         "supplyDefaults", "drawMarginPushers", "draw", "(garbage collector)",
+         # plotly's widget view after each edit: it diffs the full data and layout against its model
+         "_sendTraceDeltas", "_sendLayoutDelta", "getFullData", "getFullLayout")
 # the bundle is minified: a method keeps its property name behind its object's short name ("U.draw")
 watched = lambda fn, name: name == fn or name.endswith("." + fn)  # noqa: E731
 
