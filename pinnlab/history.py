@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import io
 import json
 import math
 import os
@@ -194,11 +196,13 @@ class History:
         # one token in both files: they are renamed one by one, so a reader may meet a json beside another save's npz
         token = np.frombuffer(os.urandom(SAVE_ID_BYTES), np.uint8)
         arrays["save_id"] = token
+        npz = io.BytesIO()
+        np.savez_compressed(npz, **arrays)
         meta = {"format": FORMAT, "config": self.config, "terms": list(self.terms), "coords": list(self.coords),
                 "grid_shape": list(self.grid_shape), "seconds": self.seconds, "status": self.status,
                 "message": self.message, "spectra_blocks": blocks, "events": self.events,
-                "save_id": token.tobytes().hex()}
-        return {"history.npz": lambda f: np.savez_compressed(f, **arrays), "history.json": to_json(meta)}
+                "save_id": token.tobytes().hex(), "npz_sha256": hashlib.sha256(npz.getvalue()).hexdigest()}
+        return {"history.npz": npz.getvalue(), "history.json": to_json(meta)}
 
     @classmethod
     def load(cls, directory) -> History:
@@ -216,6 +220,7 @@ class History:
             try:
                 a = _read_arrays(npz_path, meta)
                 _check_pair(json_path, npz_path, meta, a.pop("save_id", None))
+                _check_digest(npz_path, meta)
                 break
             except HistoryFileError:
                 # a save renames its two files one by one: a reader between the renames waits for the second
@@ -243,6 +248,7 @@ class HistoryFileError(ValueError):
 
 
 SAVE_ID_BYTES = 16  # the token that pairs a history.json with its history.npz
+ZIP_OVERHEAD = 1024  # more than the headers, names and zip64 records np.savez writes per member, and the end record
 LOAD_TRIES, LOAD_WAIT = 20, 0.05  # how long a load waits for a save in progress to rename its second file (1 s)
 
 MAX_ARRAY_BYTES = 4 * 2**30
@@ -358,6 +364,10 @@ def _read_meta(path: Path) -> dict:
     # to_json writes a non-finite number as null; NaN ("not known") rather than 0.0, which would claim the run
     # took no time.
     meta["seconds"] = math.nan if meta["seconds"] is None else float(meta["seconds"])
+    digest = meta.get("npz_sha256")
+    if digest is not None and not (isinstance(digest, str) and len(digest) == 64
+                                   and all(c in "0123456789abcdef" for c in digest)):
+        raise HistoryFileError(f"{path}: 'npz_sha256' is {_show(digest)}, expected 64 lower-case hex digits")
     return meta
 
 
@@ -394,6 +404,36 @@ def _check_pair(json_path: Path, npz_path: Path, meta: dict, token) -> None:
     if not ok:
         raise HistoryFileError(f"{json_path}: {npz_path.name} is not the one saved with it (a save in progress, or "
                                "files of two runs); load again, or re-run into a fresh directory")
+
+
+def _check_digest(path: Path, meta: dict) -> None:
+    """``history.npz`` must hash to the SHA-256 that ``history.json`` recorded at the save, so a byte changed anywhere
+    after it (even in a part of the zip that no reader uses) is found; histories saved before the digest record none.
+
+    A file with members a save never writes, or with more bytes than its members take, is refused unread (it was
+    changed, and hashing it could mean reading gigabytes).
+    """
+    want = meta.get("npz_sha256")
+    if want is None:
+        return
+    written = {f"{key}.npy" for key in (*_REQUIRED_ARRAYS, "prediction", "save_id")}
+    written |= {f"spectra/{block}.npy" for block in meta["spectra_blocks"]}
+    with _reading(path, "truncated or not an npz archive"), zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+        size = path.stat().st_size
+    foreign = next((info.filename for info in members if info.filename not in written), None)
+    if foreign is not None:
+        raise HistoryFileError(f"{path}: member {foreign!r} is not one a save writes: the file was changed after it "
+                               "was saved; re-run into a fresh directory")
+    held = sum(info.compress_size for info in members) + ZIP_OVERHEAD * (len(members) + 1)
+    if size > held:
+        raise HistoryFileError(f"{path}: {_bytes(size)}, more than its members take ({_bytes(held)}): the file was "
+                               "changed after it was saved; re-run into a fresh directory")
+    with _reading(path, "cannot be read"):
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != want:
+        raise HistoryFileError(f"{path}: its SHA-256 is not the one recorded in history.json: the file was changed "
+                               "after it was saved (damaged on disk or in a copy); re-run into a fresh directory")
 
 
 def _npz_token(path: Path) -> str | None:

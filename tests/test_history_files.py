@@ -320,16 +320,102 @@ def test_an_oversized_json_is_refused_unread(tmp_path, monkeypatch):
         History.load(run)
 
 
-def test_members_a_history_does_not_have_are_never_read(tmp_path, monkeypatch):
-    run = _history().save(tmp_path / "run")
-    _rewrite(run, {"junk": b"\x00garbage that is no npy array", "huge": _crafted((10**12,)),
-                   "spectra/K_old": _npy(np.array([object()] * 2, dtype=object)), "steps_backup": None})
+def _without_digest(run: Path) -> None:
+    """Make ``run`` a history saved before the npz digest was recorded."""
+    meta = json.loads((run / "history.json").read_text())
+    del meta["npz_sha256"]
+    (run / "history.json").write_text(json.dumps(meta))
+
+
+FOREIGN = {"junk": b"\x00garbage that is no npy array", "huge": _crafted((10**12,)),
+           "spectra/K_old": _npy(np.array([object()] * 2, dtype=object)), "steps_backup": None}
+
+
+def _opened(monkeypatch) -> list[str]:
+    """The zip members opened from now on."""
     opened = []
     real_open = zipfile.ZipFile.open
     monkeypatch.setattr(zipfile.ZipFile, "open", lambda self, name, *a, **k: (
         opened.append(getattr(name, "filename", name)), real_open(self, name, *a, **k))[1])
+    return opened
+
+
+def test_members_a_history_does_not_have_are_never_read(tmp_path, monkeypatch):
+    run = _history().save(tmp_path / "run")
+    _without_digest(run)  # an older save: its members are checked one by one, foreign ones skipped
+    _rewrite(run, FOREIGN)
+    opened = _opened(monkeypatch)
     _assert_same(_history(), History.load(run))
     assert opened and not {"junk.npy", "huge.npy", "spectra/K_old.npy"} & set(opened)
+
+
+def test_with_a_digest_foreign_members_are_refused_unread(tmp_path, monkeypatch):
+    run = _history().save(tmp_path / "run")
+    _rewrite(run, FOREIGN)
+    opened = _opened(monkeypatch)
+    with pytest.raises(HistoryFileError, match=r"history\.npz: member 'junk\.npy' is not one a save writes"):
+        History.load(run)
+    assert not {"junk.npy", "huge.npy", "spectra/K_old.npy"} & set(opened)
+
+
+def _flip_byte(fraction: float):
+    def corrupt(d: Path) -> None:
+        data = bytearray((d / NPZ).read_bytes())
+        data[int(fraction * (len(data) - 1))] ^= 0x01
+        (d / NPZ).write_bytes(bytes(data))
+    return corrupt
+
+
+def _flip_unused_directory_field(d: Path) -> None:
+    """One bit of the first central-directory entry's "version made by", which no reader checks."""
+    data = bytearray((d / NPZ).read_bytes())
+    with zipfile.ZipFile(d / NPZ) as z:
+        start = z.start_dir
+    assert data[start:start + 4] == b"PK\x01\x02"
+    data[start + 4] ^= 0x01
+    (d / NPZ).write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("corrupt", [_flip_unused_directory_field, _flip_byte(0.999), _flip_byte(0.995),
+                                     _flip_byte(0.0001)], ids=["version-made-by", "at-99.9%", "at-99.5%", "at-0.01%"])
+def test_a_byte_changed_anywhere_in_the_npz_is_found(tmp_path, corrupt):
+    run = _history().save(tmp_path / "run")
+    corrupt(run)
+    with pytest.raises(HistoryFileError) as caught:
+        History.load(run)
+    message = str(caught.value)
+    assert "\n" not in message and str(run / NPZ) in message, message
+
+
+def test_the_unused_field_flip_is_what_the_digest_finds(tmp_path):
+    """Without the digest, zipfile, zlib and numpy read that file as if nothing had changed."""
+    run = _history().save(tmp_path / "run")
+    _without_digest(run)
+    _flip_unused_directory_field(run)
+    _assert_same(_history(), History.load(run))
+    run = _history().save(tmp_path / "run2")
+    _flip_unused_directory_field(run)
+    with pytest.raises(HistoryFileError, match=r"its SHA-256 is not the one recorded in history\.json"):
+        History.load(run)
+
+
+def test_bytes_beyond_the_members_are_refused_unhashed(tmp_path, monkeypatch):
+    run = _history().save(tmp_path / "run")
+    (run / NPZ).write_bytes(b"\0" * 2**20 + (run / NPZ).read_bytes())  # zipfile still opens a prefixed archive
+    hashed = []
+    monkeypatch.setattr(pinnlab.history.hashlib, "sha256", lambda *a: hashed.append(1))
+    with pytest.raises(HistoryFileError, match=r"history\.npz: .* more than its members take"):
+        History.load(run)
+    assert not hashed
+
+
+def test_a_malformed_digest_is_named(tmp_path):
+    run = _history().save(tmp_path / "run")
+    meta = json.loads((run / "history.json").read_text())
+    meta["npz_sha256"] = "not hex"
+    (run / "history.json").write_text(json.dumps(meta))
+    with pytest.raises(HistoryFileError, match=r"history\.json: 'npz_sha256' is \"not hex\", expected 64"):
+        History.load(run)
 
 
 @pytest.mark.parametrize("changes", [{}, {"prediction": None, "status": "running", "events": []},
