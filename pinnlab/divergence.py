@@ -35,13 +35,6 @@ def start(state, prev=None) -> Guarded:
     return Guarded(state, state if prev is None else prev, jnp.asarray(True), jnp.asarray(-1, jnp.int32))
 
 
-def _pick(ok, a, b, step):
-    """``a`` where ``ok`` else ``b``, field by field; the step counter is ``step`` when it is shared
-    (members of an ensemble), else picked too."""
-    picked = jax.tree.map(lambda x, y: jnp.where(ok, x, y), tuple(a[:-1]), tuple(b[:-1]))
-    return type(a)(*picked, jnp.where(ok, a.step, b.step) if step is None else step)
-
-
 def guard(step: Callable, shared_step: bool = False) -> Callable:
     """``step(state, *args) -> (state, metrics)`` (``metrics[0]``: the losses, evaluated at the incoming
     state) as a body over :class:`Guarded` carries. ``shared_step``: the step counter advances for every
@@ -51,9 +44,10 @@ def guard(step: Callable, shared_step: bool = False) -> Callable:
         new, metrics = step(carry.state, *args)
         finite = jnp.all(jnp.isfinite(metrics[0]))
         ok = carry.alive & finite
-        shared = new.step if shared_step else None
-        state = _pick(ok, new, carry.prev, shared)
-        prev = _pick(ok, carry.state, carry.prev, shared)
+        # one branch, not a select per leaf (cheaper on small steps); under vmap it becomes selects again
+        state, prev = jax.lax.cond(ok, lambda: (new, carry.state), lambda: (carry.prev, carry.prev))
+        if shared_step:
+            state, prev = state._replace(step=new.step), prev._replace(step=new.step)
         diverged = jnp.where(carry.alive & ~finite, carry.state.step, carry.diverged)
         return Guarded(state, prev, ok, diverged.astype(carry.diverged.dtype)), metrics
 
