@@ -262,6 +262,7 @@ _HINT = "pass a directory written by pinnlab train"
 _INTEGER_ARRAYS = ("steps", "eval_step", "spectra_step")
 _REQUIRED_ARRAYS = ("steps", "losses", "weights", "traces", "grid", "exact", *_INTEGER_ARRAYS[1:], "rel_l2",
                     "param_drift", "ntk_drift")
+_OPTIONAL_ARRAYS = ("prediction", "save_id")  # saved when there is one (histories before the token have none)
 # What a damaged file raises while zipfile, zlib and numpy read it (a ValueError covers bad npy headers).
 _READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError)
 
@@ -417,8 +418,7 @@ def _check_digest(path: Path, meta: dict) -> None:
     want = meta.get("npz_sha256")
     if want is None:
         return
-    written = {f"{key}.npy" for key in (*_REQUIRED_ARRAYS, "prediction", "save_id")}
-    written |= {f"spectra/{block}.npy" for block in meta["spectra_blocks"]}
+    written = {f"{key}.npy" for key in (*_keys(meta), *_OPTIONAL_ARRAYS)}
     with _reading(path, "truncated or not an npz archive"), zipfile.ZipFile(path) as archive:
         members = archive.infolist()
         size = path.stat().st_size
@@ -449,9 +449,14 @@ def _npz_token(path: Path) -> str | None:
         return None
 
 
+def _keys(meta: dict) -> list[str]:
+    """The arrays every saved history has, with the spectra blocks ``meta`` names."""
+    return [*_REQUIRED_ARRAYS, *(f"spectra/{block}" for block in meta["spectra_blocks"])]
+
+
 def _read_arrays(path: Path, meta: dict) -> dict[str, np.ndarray]:
     """The arrays of ``history.npz`` that the history has (``meta`` names the spectra), all headers checked first."""
-    keys = [*_REQUIRED_ARRAYS, *(f"spectra/{block}" for block in meta["spectra_blocks"])]
+    keys = _keys(meta)
     with _reading(path, "truncated or not an npz archive"):
         archive = zipfile.ZipFile(path)  # reads only the directory at the end of the file
     with archive:
@@ -460,7 +465,7 @@ def _read_arrays(path: Path, meta: dict) -> dict[str, np.ndarray]:
         missing = [key for key in keys if key not in members]
         if missing:
             raise HistoryFileError(f"{path}: missing key {missing[0]!r}")
-        keys += [key for key in ("prediction", "save_id") if key in members]  # no prediction while a run runs
+        keys += [key for key in _OPTIONAL_ARRAYS if key in members]  # no prediction while a run runs
         headers = {key: _read_header(path, archive, key, members[key]) for key in keys}
         total = sum(h.nbytes for h in headers.values())
         if total > MAX_ARRAY_BYTES:
